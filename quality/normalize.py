@@ -1,0 +1,55 @@
+"""Text normalization applied to every field before any check.
+
+Unicode NFC; exotic spaces (NBSP, ideographic, thin...) become plain spaces; BOM
+and zero-width characters go; ``\\r\\n`` and ``\\r`` become ``\\n``; trailing
+spaces on each line go; runs of more than two blank lines collapse; the ends are
+trimmed. Leading indentation is kept: code examples need it. Control characters
+other than tab and newline are kept so the encoding filter can see them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import unicodedata
+
+from quality.records import Example, Message
+
+_SPACES = re.compile("[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
+_INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff]")
+_TRAILING = re.compile(r"[ \t]+\n")
+_BLANK_RUNS = re.compile(r"\n{3,}")
+
+
+def normalize_text(text: str) -> str:
+    if text.isascii():
+        out = text
+    else:
+        out = unicodedata.normalize("NFC", text)
+        out = _SPACES.sub(" ", out)
+        out = _INVISIBLE.sub("", out)
+    if "\r" in out:
+        out = out.replace("\r\n", "\n").replace("\r", "\n")
+    out = _TRAILING.sub("\n", out)
+    out = _BLANK_RUNS.sub("\n\n", out)
+    return out.strip()
+
+
+def _messages(msgs: tuple[Message, ...]) -> tuple[Message, ...]:
+    return tuple(Message(m.role, normalize_text(m.content)) for m in msgs)
+
+
+def normalize_example(ex: Example) -> Example:
+    """The same example with every text field normalized."""
+    return dataclasses.replace(
+        ex,
+        messages=_messages(ex.messages),
+        chosen=_messages(ex.chosen),
+        rejected=_messages(ex.rejected),
+        rejected_prompt=None if ex.rejected_prompt is None else _messages(ex.rejected_prompt),
+    )
+
+
+def content_key_text(text: str) -> str:
+    """Case- and whitespace-folded text for exact-duplicate keys."""
+    return " ".join(text.casefold().split())

@@ -1,0 +1,192 @@
+"""The pipeline core: a batch of raw records in, one decision per record out.
+
+Both drivers (``sieve curate`` on files and the Kafka worker) call
+:meth:`Pipeline.process` and nothing else, so the same input gets the same
+decisions. Bad data becomes a decision, never an exception: parse failures and
+stages that raise on an example end as ``dead_letter``.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, Sequence
+
+from quality import __version__
+from quality.normalize import normalize_example
+from quality.reasons import Reason
+from quality.records import DEFAULT_MAX_MESSAGE_BYTES, Example, ParseFailure, RawRecord, parse
+from quality.stage import Stage, StageStats, Verdict
+
+log = logging.getLogger(__name__)
+
+DecisionKind = Literal["accepted", "rejected", "dead_letter"]
+DEAD_LETTER_RAW_BYTES = 64 * 1024  # raw payloads larger than this are truncated in dead letters
+
+
+@dataclass(slots=True)
+class Decision:
+    """The outcome for one input record."""
+
+    id: str
+    decision: DecisionKind
+    reasons: list[str]
+    scores: dict[str, float]
+    origin: Mapping[str, Any]
+    example: Example | None = None
+    details: dict[str, str] = field(default_factory=dict)
+    raw: bytes | str | None = None
+    error: str | None = None
+
+    def envelope(self, versions: Mapping[str, Any]) -> dict[str, Any]:
+        """The output record of the design: one per input, on one of the three outputs."""
+        env: dict[str, Any] = {
+            "id": self.id,
+            "decision": self.decision,
+            "reasons": self.reasons,
+            "scores": self.scores,
+            "example": self.example.canonical() if self.example is not None else None,
+            "origin": dict(self.origin),
+            "versions": versions,
+        }
+        if self.example is not None:
+            env["source"] = self.example.source
+            if self.example.metadata:
+                env["metadata"] = self.example.metadata
+        if self.details:
+            env["details"] = self.details
+        if self.decision == "dead_letter":
+            env["error"] = self.error
+            env.update(_raw_fields(self.raw))
+        return env
+
+
+def _raw_fields(raw: bytes | str | None) -> dict[str, Any]:
+    if raw is None:
+        return {"raw": None}
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
+    out: dict[str, Any] = {"raw_bytes": len(data)}
+    if len(data) > DEAD_LETTER_RAW_BYTES:
+        data = data[:DEAD_LETTER_RAW_BYTES]
+        out["raw_truncated"] = True
+    try:
+        out["raw"] = data.decode("utf-8")
+        out["raw_encoding"] = "utf-8"
+    except UnicodeDecodeError:
+        out["raw"] = base64.b64encode(data).decode("ascii")
+        out["raw_encoding"] = "base64"
+    return out
+
+
+class Pipeline:
+    """Runs the stages, cheapest first, over a batch.
+
+    Args:
+        stages: checks in the order they run; each sees only the survivors of the last.
+        max_message_bytes: the size limit of a raw payload.
+        format: force an input format instead of detecting it per record.
+        score_mode: run every stage on every parseable record and drop nothing
+            (``sieve score``); decisions still say what would have happened.
+    """
+
+    def __init__(self, stages: Sequence[Stage], *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 format: str | None = None, score_mode: bool = False) -> None:
+        if max_message_bytes <= 0:
+            raise ValueError(f"max_message_bytes must be > 0, got {max_message_bytes!r}")
+        names = [s.name for s in stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names must be unique, got {names}")
+        self.stages = list(stages)
+        self.max_message_bytes = max_message_bytes
+        self.format = format
+        self.score_mode = score_mode
+        self.parse_stats = StageStats("parse")
+        self.decisions = Counter()   # decision -> count
+        self.reasons = Counter()     # (decision, reason) -> count
+
+    def versions(self) -> dict[str, Any]:
+        return {"pipeline": __version__, "stages": {s.name: s.version() for s in self.stages}}
+
+    def stats(self) -> dict[str, Any]:
+        out = {"parse": self.parse_stats.to_dict()}
+        out.update({s.name: s.stats.to_dict() for s in self.stages})
+        return out
+
+    def process(self, raws: Sequence[RawRecord]) -> list[Decision]:
+        """One decision per raw record, in input order."""
+        t0 = time.perf_counter()
+        decisions: list[Decision | None] = [None] * len(raws)
+        live: list[tuple[int, Example]] = []
+        failures = 0
+        for i, raw in enumerate(raws):
+            parsed = parse(raw, max_message_bytes=self.max_message_bytes, format=self.format)
+            if isinstance(parsed, ParseFailure):
+                failures += 1
+                decisions[i] = Decision(parsed.id, "dead_letter", [parsed.reason.value], {}, raw.origin,
+                                        raw=raw.payload, error=parsed.error)
+                self.parse_stats.rejected[parsed.reason.value] += 1
+            else:
+                live.append((i, normalize_example(parsed)))
+        self.parse_stats.seen += len(raws)
+        self.parse_stats.passed += len(raws) - failures
+        self.parse_stats.seconds += time.perf_counter() - t0
+
+        scores: dict[int, dict[str, float]] = {i: {} for i, _ in live}
+        reasons: dict[int, list[str]] = {i: [] for i, _ in live}
+        details: dict[int, dict[str, str]] = {i: {} for i, _ in live}
+        for stage in self.stages:
+            if not live:
+                break
+            verdicts = self._run_stage(stage, live, decisions)
+            survivors = []
+            for (i, ex), v in zip(live, verdicts):
+                if v is None:  # the stage failed on this example: already dead-lettered
+                    continue
+                scores[i].update(v.scores)
+                if v.detail is not None:
+                    details[i][stage.name] = v.detail
+                if v.reason is not None:
+                    reasons[i].append(v.reason.value)
+                    if not self.score_mode:
+                        decisions[i] = Decision(ex.id, "rejected", reasons[i], scores[i], ex.origin,
+                                                example=ex, details=details[i])
+                        continue
+                survivors.append((i, ex))
+            live = survivors
+
+        accepted = []
+        for i, ex in live:
+            kind: DecisionKind = "rejected" if reasons[i] else "accepted"
+            decisions[i] = Decision(ex.id, kind, reasons[i], scores[i], ex.origin, example=ex, details=details[i])
+            if kind == "accepted":
+                accepted.append(ex)
+        if accepted and not self.score_mode:
+            for stage in self.stages:
+                stage.commit(accepted)
+        out = [d for d in decisions if d is not None]
+        assert len(out) == len(raws), "every input must get exactly one decision"
+        for d in out:
+            self.decisions[d.decision] += 1
+            for r in d.reasons:
+                self.reasons[(d.decision, r)] += 1
+        return out
+
+    def _run_stage(self, stage: Stage, live: list[tuple[int, Example]],
+                   decisions: list[Decision | None]) -> list[Verdict | None]:
+        batch = [ex for _, ex in live]
+        try:
+            return list(stage(batch))
+        except Exception:  # isolate the example that breaks the stage; keep the rest
+            log.exception("stage %s failed on a batch of %d; retrying one by one", stage.name, len(batch))
+        out: list[Verdict | None] = []
+        for i, ex in live:
+            try:
+                out.append(stage([ex])[0])
+            except Exception as exc:  # noqa: BLE001 - bad data must not crash the worker
+                decisions[i] = Decision(ex.id, "dead_letter", [Reason.PROCESSING_ERROR.value], {}, ex.origin,
+                                        example=ex, raw=None, error=f"stage {stage.name}: {type(exc).__name__}: {exc}")
+                out.append(None)
+        return out

@@ -1,0 +1,98 @@
+"""Stable reason codes: the only strings a decision may carry in ``reasons``.
+
+Codes are part of the output contract (trainers and dashboards key on them), so
+they are never built with f-strings and never renamed. ``docs/reasons.md`` is
+generated from :data:`DESCRIPTIONS` by ``python -m quality.reasons``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    # dead letter: the payload could not become an example
+    INVALID_UTF8 = "invalid_utf8"
+    INVALID_JSON = "invalid_json"
+    NOT_AN_OBJECT = "not_an_object"
+    TOO_LARGE = "too_large"
+    UNKNOWN_FORMAT = "unknown_format"
+    SCHEMA_ERROR = "schema_error"
+    PROCESSING_ERROR = "processing_error"
+    # heuristics
+    EMPTY_PROMPT = "empty_prompt"
+    EMPTY_RESPONSE = "empty_response"
+    TOO_SHORT = "too_short"
+    TOO_LONG = "too_long"
+    REPETITIVE = "repetitive"
+    REFUSAL = "refusal"
+    BAD_ENCODING = "bad_encoding"
+    # privacy and contamination
+    PII = "pii"
+    CONTAMINATED = "contaminated"
+    # dedup
+    DUPLICATE_EXACT = "duplicate_exact"
+    DUPLICATE_NEAR = "duplicate_near"
+    DUPLICATE_SEMANTIC = "duplicate_semantic"
+    # model judgement
+    LOW_QUALITY = "low_quality"
+    # preference pairs
+    PAIR_IDENTICAL = "pair_identical"
+    PAIR_PROMPT_MISMATCH = "pair_prompt_mismatch"
+    PAIR_LOW_MARGIN = "pair_low_margin"
+    PAIR_EMPTY_SIDE = "pair_empty_side"
+
+
+DEAD_LETTER_REASONS = frozenset(
+    {
+        Reason.INVALID_UTF8,
+        Reason.INVALID_JSON,
+        Reason.NOT_AN_OBJECT,
+        Reason.TOO_LARGE,
+        Reason.UNKNOWN_FORMAT,
+        Reason.SCHEMA_ERROR,
+        Reason.PROCESSING_ERROR,
+    }
+)
+
+DESCRIPTIONS: dict[Reason, str] = {
+    Reason.INVALID_UTF8: "The payload is not valid UTF-8. The raw bytes travel base64-encoded.",
+    Reason.INVALID_JSON: "The payload is not parseable JSON (one JSON object per message or line).",
+    Reason.NOT_AN_OBJECT: "The payload is valid JSON but not an object (a list, string, number...).",
+    Reason.TOO_LARGE: "The payload is larger than `max_message_bytes` (default 1 MiB).",
+    Reason.UNKNOWN_FORMAT: "The object matches none of Alpaca, OpenAI messages, ShareGPT or preference.",
+    Reason.SCHEMA_ERROR: "The format was recognised but a field is missing, empty or of the wrong type.",
+    Reason.PROCESSING_ERROR: "A stage raised on this example; the error text travels in the envelope.",
+    Reason.EMPTY_PROMPT: "The prompt (instruction/user turns) is empty after normalization.",
+    Reason.EMPTY_RESPONSE: "The response (last assistant turn, or a side of a pair) is empty after normalization.",
+    Reason.TOO_SHORT: "The response is shorter than `min_response_chars` or `min_response_words`.",
+    Reason.TOO_LONG: "The example is longer than `max_total_chars`.",
+    Reason.REPETITIVE: "The response repeats itself (duplicated lines or n-grams beyond the Gopher-style limits).",
+    Reason.REFUSAL: "The response is a canned refusal or AI disclaimer (\"As an AI language model...\").",
+    Reason.BAD_ENCODING: "The text has control characters, U+FFFD replacement characters or mojibake.",
+    Reason.PII: "Personal data was found and the PII policy is `reject` (the default policy redacts instead).",
+    Reason.CONTAMINATED: "The prompt overlaps an evaluation benchmark item beyond the n-gram threshold.",
+    Reason.DUPLICATE_EXACT: "Same normalized content as an example accepted earlier.",
+    Reason.DUPLICATE_NEAR: "MinHash/LSH near-duplicate of an example accepted earlier.",
+    Reason.DUPLICATE_SEMANTIC: "Embedding cosine similarity to an accepted example above the threshold.",
+    Reason.LOW_QUALITY: "The quality score is below the threshold (or outside the top-q quota).",
+    Reason.PAIR_IDENTICAL: "Chosen and rejected responses are identical after normalization.",
+    Reason.PAIR_PROMPT_MISMATCH: "The chosen and rejected transcripts have different prompts.",
+    Reason.PAIR_LOW_MARGIN: "The reward margin chosen - rejected is below `min_margin`.",
+    Reason.PAIR_EMPTY_SIDE: "Chosen or rejected is empty.",
+}
+
+
+def markdown_table() -> str:
+    """The reason-code table for the docs, generated so it cannot drift."""
+    rows = ["| code | decision | meaning |", "|---|---|---|"]
+    for reason in Reason:
+        decision = "dead_letter" if reason in DEAD_LETTER_REASONS else "rejected"
+        rows.append(f"| `{reason.value}` | {decision} | {DESCRIPTIONS[reason]} |")
+    return "\n".join(rows) + "\n"
+
+
+assert set(DESCRIPTIONS) == set(Reason), "every reason needs a description"
+
+if __name__ == "__main__":  # pragma: no cover
+    print(markdown_table(), end="")

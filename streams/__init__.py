@@ -1,0 +1,1 @@
+"""Sieve's stream side: the faust worker, topic admin, metrics and the ``sieve`` CLI."""

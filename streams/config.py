@@ -1,0 +1,59 @@
+"""The one settings object of a Sieve process: pipeline, Kafka, metrics.
+
+Read once at start-up from a TOML file (``--config`` or ``$SIEVE_CONFIG``) and
+``SIEVE_<SECTION>__<KEY>`` variables; see :mod:`quality.config` for the rules.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from quality.config import PipelineSettings, load
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """Brokers, topics and the worker's micro-batching."""
+
+    brokers: str = "127.0.0.1:9092"
+    raw_topic: str = "sieve.raw"
+    accepted_topic: str = "sieve.accepted"
+    rejected_topic: str = "sieve.rejected"
+    dead_letter_topic: str = "sieve.dead-letter"
+    batches_topic: str = "sieve.batches"
+    partitions: int = 3
+    replication_factor: int = 1
+    group_id: str = "sieve"
+    batch_max: int = 256
+    batch_within_s: float = 1.0
+    # SASL/SSL pass-through (see docs/security.md)
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    port: int = 9108
+    host: str = "0.0.0.0"
+
+
+@dataclass(frozen=True)
+class Settings:
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    state_dir: str = "./sieve-state"
+
+
+def load_settings(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Settings from defaults, the file (or $SIEVE_CONFIG), the environment and overrides."""
+    path = path or os.environ.get("SIEVE_CONFIG") or None
+    return load(Settings, path, overrides=overrides)
