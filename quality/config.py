@@ -55,13 +55,20 @@ def load(cls: type[T], path: str | Path | None = None, env: Mapping[str, str] | 
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
     env = os.environ if env is None else env
+    top_level = {f.name for f in dataclasses.fields(cls)}
     for key, value in env.items():
-        if key.startswith(ENV_PREFIX) and "__" in key:
-            parts = key[len(ENV_PREFIX):].lower().split("__")
-            node = data
-            for part in parts[:-1]:
-                node = node.setdefault(part, {})
-            node[parts[-1]] = value
+        if not key.startswith(ENV_PREFIX):
+            continue
+        if "__" not in key:  # SIEVE_STATE_DIR names a top-level field; others (SIEVE_CONFIG) are not settings
+            name = key[len(ENV_PREFIX):].lower()
+            if name in top_level:
+                data[name] = value
+            continue
+        parts = key[len(ENV_PREFIX):].lower().split("__")
+        node = data
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
     for dotted, value in (overrides or {}).items():
         node = data
         parts = dotted.split(".")

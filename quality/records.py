@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
+import json
+
 import orjson
 
 from quality.reasons import Reason
@@ -162,8 +164,8 @@ def parse(raw: RawRecord, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     else:
         text = payload
     try:
-        obj = orjson.loads(text)
-    except (orjson.JSONDecodeError, TypeError, UnicodeEncodeError) as exc:
+        obj = _loads(text)
+    except (ValueError, TypeError, RecursionError) as exc:
         reason = Reason.INVALID_UTF8 if "surrogate" in str(exc) else Reason.INVALID_JSON
         return ParseFailure(fid, reason, f"not valid JSON: {exc}", raw.origin)
     if not isinstance(obj, dict):
@@ -186,6 +188,21 @@ def parse(raw: RawRecord, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         return ParseFailure(ex_id, Reason.SCHEMA_ERROR, f"{fmt}: {exc}", raw.origin)
     except KeyError:
         return ParseFailure(ex_id, Reason.SCHEMA_ERROR, f"unknown format {fmt!r}; use one of {FORMATS}", raw.origin)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _loads(text: str) -> Any:
+    """orjson first (fast); the standard library only for what orjson refuses but JSON
+    allows, i.e. integers beyond 64 bits."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        if "64-bit" not in str(exc):
+            raise
+    return json.loads(text, parse_constant=_no_constants)
 
 
 def detect_format(obj: Mapping[str, Any]) -> str | None:

@@ -1,0 +1,118 @@
+import pytest
+
+from quality.dedup_exact import ExactDedup
+from quality.filters import EmptyFilter, EncodingFilter, LengthFilter, RefusalFilter, RepetitionFilter
+from quality.normalize import normalize_example
+from quality.reasons import Reason
+from quality.records import RawRecord, parse
+from quality.stage import Stage
+
+import orjson
+
+
+def ex(obj, i=0):
+    return normalize_example(parse(RawRecord(orjson.dumps(obj), {"file": "t", "line": i})))
+
+
+def sft(prompt, response, **kw):
+    return ex({"instruction": prompt, "output": response, **kw})
+
+
+def check(stage: Stage, example, reason):
+    """Runs the stage as the pipeline does and asserts the reason and the stats."""
+    before = stage.stats.seen
+    (verdict,) = stage([example])
+    assert verdict.reason == reason, verdict
+    assert stage.stats.seen == before + 1
+    if reason is not None:
+        assert stage.stats.rejected[reason.value] >= 1
+
+
+def test_empty():
+    f = EmptyFilter()
+    check(f, sft("Say hi", "   \n "), Reason.EMPTY_RESPONSE)
+    check(f, sft("  ", "Hello there"), Reason.EMPTY_PROMPT)
+    check(f, ex({"prompt": "Q?", "chosen": "yes", "rejected": " "}), Reason.EMPTY_RESPONSE)
+    check(f, sft("Say hi", "Hi"), None)
+
+
+def test_length():
+    f = LengthFilter(min_response_chars=3, min_total_words=3, max_total_chars=100)
+    check(f, sft("What is two plus two?", "4"), Reason.TOO_SHORT)
+    check(f, sft("Hi", "ok"), Reason.TOO_SHORT)
+    check(f, sft("Tell a story", "word " * 50), Reason.TOO_LONG)
+    check(f, sft("What is two plus two?", "Four."), None)
+
+
+def test_length_defaults_keep_short_correct_answers():
+    check(LengthFilter(), sft("Multiply 4 and 7.", "28"), None)
+
+
+@pytest.mark.parametrize("kwargs", [dict(min_response_chars=-1), dict(max_total_chars=0),
+                                    dict(min_response_chars=10, max_total_chars=5)])
+def test_length_rejects_bad_settings(kwargs):
+    with pytest.raises(ValueError, match="must"):
+        LengthFilter(**kwargs)
+
+
+def test_repetition_catches_loops_and_duplicate_lines():
+    f = RepetitionFilter()
+    loop = "Here is the answer. " + "I will keep saying the same thing over and over again. " * 12
+    check(f, sft("Explain gravity", loop), Reason.REPETITIVE)
+    lines = "\n".join(["The quick brown fox jumps."] * 6 + ["Something else entirely here."])
+    check(f, sft("Write lines", lines), Reason.REPETITIVE)
+
+
+def test_repetition_keeps_code_and_prose():
+    f = RepetitionFilter()
+    code = "def f(x):\n    if x:\n        return 1\n    }\n    }\n    }\n    return 2\n"
+    check(f, sft("Write code", code), None)
+    prose = ("Photosynthesis converts light energy into chemical energy. Plants absorb carbon dioxide "
+             "and water, and with sunlight they produce glucose and oxygen. Chlorophyll in the "
+             "chloroplasts captures the light, which drives the reactions that build sugars.")
+    check(f, sft("Explain photosynthesis", prose), None)
+
+
+def test_refusal():
+    f = RefusalFilter()
+    check(f, sft("Opinion on cats?", "As an AI language model, I do not have opinions."), Reason.REFUSAL)
+    check(f, sft("Hack my neighbour", "I'm sorry, but I cannot help with that request."), Reason.REFUSAL)
+    check(f, sft("Hack my neighbour", "I\u2019m sorry, but I can\u2019t assist with that."), Reason.REFUSAL)
+    check(f, sft("Write a sad line", "I'm sorry for your loss; the rain fell all night."), None)
+    # pairs: a refusal is often the preferred answer in harmlessness data
+    pair = ex({"prompt": "How do I pick a lock?", "chosen": "I'm sorry, but I can't help with that.",
+               "rejected": "Sure, first..."})
+    check(f, pair, None)
+    check(RefusalFilter(apply_to_pairs=True), pair, Reason.REFUSAL)
+
+
+def test_encoding():
+    f = EncodingFilter()
+    check(f, sft("Say hi", "Hello\x00world"), Reason.BAD_ENCODING)
+    check(f, sft("Say hi", "Hello \ufffd world"), Reason.BAD_ENCODING)
+    check(f, sft("Say hi", "The caf\u00c3\u00a9 is open and it\u00e2\u20ac\u2122s nice"), Reason.BAD_ENCODING)
+    check(f, sft("Say hi", "Caf\u00e9 S\u00e3o Paulo \u2014 \u00fcber na\u00efve \u65e5\u672c\u8a9e"), None)
+
+
+def test_exact_dedup_within_batch_and_across_batches():
+    d = ExactDedup()
+    a = sft("Name a colour", "Blue")
+    b = ex({"id": "other", "instruction": "name a  COLOUR", "output": "blue "}, 1)
+    verdicts = d([a, b])
+    assert [v.reason for v in verdicts] == [None, Reason.DUPLICATE_EXACT]
+    assert verdicts[1].detail == a.id
+    d.commit([a])
+    assert len(d.index) == 1
+    (v,) = d([b])
+    assert v.reason == Reason.DUPLICATE_EXACT and v.detail == a.id
+    # a different response is not a duplicate; sources and ids do not matter
+    check(d, sft("Name a colour", "Red", source="x"), None)
+
+
+def test_exact_index_snapshot_roundtrip():
+    d = ExactDedup()
+    d.commit([sft("Name a colour", "Blue")])
+    from quality.dedup_exact import ExactIndex
+    restored = ExactDedup(ExactIndex.restore(d.index.snapshot()))
+    (v,) = restored([sft("Name a colour", "Blue")])
+    assert v.reason == Reason.DUPLICATE_EXACT
