@@ -15,6 +15,7 @@ import sys
 # (module, command) in the order --help lists them
 COMMANDS = [
     "streams.cmd_curate",
+    "streams.cmd_config",
 ]
 
 EPILOG = """\
@@ -59,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `sieve config | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
