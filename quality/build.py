@@ -2,28 +2,53 @@
 
 Cheapest first: heuristics, then exact dedup. Later stages (PII, decontamination,
 near/semantic dedup, model scoring, pair checks) slot in here in cost order.
+PII redaction runs first of all, so that no output (not even a rejection envelope)
+carries the unredacted text. Semantic dedup reads the encoder's embedding, so it
+stays after the model stage.
 """
 
 from __future__ import annotations
 
 from quality.config import PipelineSettings
+from quality.decontam import Decontaminator
 from quality.dedup_exact import ExactDedup
+from quality.dedup_near import NearDedup
+from quality.dedup_semantic import SemanticDedup
 from quality.filters import EmptyFilter, EncodingFilter, LengthFilter, RefusalFilter, RepetitionFilter
+from quality.pii import PiiRedactor
 from quality.pipeline import Pipeline
 from quality.stage import Stage
+from quality.state import TimedExactIndex
 
 
 def build_stages(settings: PipelineSettings) -> list[Stage]:
     f = settings.filters
-    return [
+    stages: list[Stage] = [PiiRedactor(policy=settings.pii.policy, kinds=settings.pii.kinds)] \
+        if settings.pii.enabled else []
+    stages += [
         EmptyFilter(),
         LengthFilter(min_response_chars=f.min_response_chars, min_total_words=f.min_total_words,
                      max_total_chars=f.max_total_chars),
         EncodingFilter(),
         RepetitionFilter(min_words=f.repetition_min_words),
         RefusalFilter(apply_to_pairs=f.refusal_apply_to_pairs),
-        ExactDedup(),
     ]
+    d = settings.decontam
+    if d.benchmark_paths:
+        stages.append(Decontaminator(d.benchmark_paths, threshold=d.threshold, ngram=d.ngram,
+                                     short_item_tokens=d.short_item_tokens, check_response=d.check_response,
+                                     reload_interval_s=d.reload_interval_s))
+    stages.append(ExactDedup(TimedExactIndex()))
+    n = settings.near_dedup
+    if n.enabled:
+        stages.append(NearDedup(threshold=n.threshold, num_perm=n.num_perm, ngram=n.ngram, fields=n.fields,
+                                bands=n.bands, rows=n.rows, seed=n.seed))
+    # the model stage (encoder + quality head) goes here, before semantic dedup, which reads its embedding
+    s_ = settings.semantic_dedup
+    if s_.enabled:
+        stages.append(SemanticDedup(threshold=s_.threshold, flat_max=s_.flat_max, hnsw_m=s_.hnsw_m,
+                                    ef_search=s_.ef_search))
+    return stages
 
 
 def build_pipeline(settings: PipelineSettings | None = None, *, score_mode: bool = False) -> Pipeline:

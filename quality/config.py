@@ -34,12 +34,67 @@ class FilterSettings:
 
 
 @dataclass(frozen=True)
+class PiiSettings:
+    """PII redaction (``quality/pii.py``): ``policy`` is ``redact`` or ``reject``."""
+
+    enabled: bool = True
+    policy: str = "redact"
+    kinds: tuple[str, ...] = ("email", "phone", "ip_address", "credit_card", "secret")
+
+
+@dataclass(frozen=True)
+class DecontamSettings:
+    """Benchmark decontamination (``quality/decontam.py``); no paths = off.
+
+    ``benchmark_paths`` are JSONL/text files or directories, re-read in a running
+    worker when their modification times change (checked every ``reload_interval_s``).
+    """
+
+    benchmark_paths: tuple[str, ...] = ()
+    threshold: float = 0.8
+    ngram: int = 8
+    short_item_tokens: int = 10
+    check_response: bool = False
+    reload_interval_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class NearDedupSettings:
+    """MinHash LSH near-duplicate detection (``quality/dedup_near.py``); bands/rows 0 = chosen for recall."""
+
+    enabled: bool = True
+    threshold: float = 0.8
+    num_perm: int = 128
+    ngram: int = 5
+    fields: tuple[str, ...] = ("prompt", "response")
+    bands: int = 0
+    rows: int = 0
+    seed: int = 1
+
+
+@dataclass(frozen=True)
+class SemanticDedupSettings:
+    """Embedding near-duplicates (``quality/dedup_semantic.py``): flat index up to ``flat_max``, then HNSW."""
+
+    enabled: bool = True
+    threshold: float = 0.95
+    flat_max: int = 50_000
+    hnsw_m: int = 32
+    ef_search: int = 64
+
+
+@dataclass(frozen=True)
 class PipelineSettings:
     """Everything that changes decisions."""
 
     max_message_bytes: int = 1 << 20
     format: str | None = None  # alpaca | openai | sharegpt | preference; None = detect per record
     filters: FilterSettings = field(default_factory=FilterSettings)
+    pii: PiiSettings = field(default_factory=PiiSettings)
+    decontam: DecontamSettings = field(default_factory=DecontamSettings)
+    near_dedup: NearDedupSettings = field(default_factory=NearDedupSettings)
+    semantic_dedup: SemanticDedupSettings = field(default_factory=SemanticDedupSettings)
+    dedup_window_s: float = 0.0  # forget accepted examples older than this (0 = never); see quality/state.py
 
 
 def load(cls: type[T], path: str | Path | None = None, env: Mapping[str, str] | None = None,

@@ -115,6 +115,20 @@ class Pipeline:
         out.update({s.name: s.stats.to_dict() for s in self.stages})
         return out
 
+    def warm(self, examples: Sequence[Example]) -> int:
+        """Put examples accepted earlier back into the state of every stage; return how many.
+
+        A restarted stream worker calls this with the examples read back from the
+        accepted topic, in their original order, so its dedup indexes hold what an
+        uninterrupted worker's would. Examples are normalized as ``process`` does and
+        passed to each stage's ``commit``; no stage checks them and no stats change.
+        """
+        batch = [normalize_example(ex) for ex in examples]
+        if batch:
+            for stage in self.stages:
+                stage.commit(batch)
+        return len(batch)
+
     def process(self, raws: Sequence[RawRecord]) -> list[Decision]:
         """One decision per raw record, in input order."""
         t0 = time.perf_counter()
@@ -146,6 +160,8 @@ class Pipeline:
                 if v is None:  # the stage failed on this example: already dead-lettered
                     continue
                 scores[i].update(v.scores)
+                if v.replacement is not None:  # e.g. PII redaction: the rewritten example goes on
+                    ex = v.replacement
                 if v.detail is not None:
                     details[i][stage.name] = v.detail
                 if v.reason is not None:

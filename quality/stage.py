@@ -29,6 +29,8 @@ class Verdict:
     reason: Reason | None = None
     scores: Mapping[str, float] = field(default_factory=dict)
     detail: str | None = None  # e.g. the id of the duplicate or the benchmark item
+    # a rewritten example (e.g. PII redacted) that later stages and the outputs see instead
+    replacement: Example | None = None
 
     @property
     def keep(self) -> bool:

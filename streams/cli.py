@@ -16,6 +16,8 @@ import sys
 COMMANDS = [
     "streams.cmd_curate",
     "streams.cmd_config",
+    "streams.cmd_run",
+    "streams.cmd_demo",
 ]
 
 EPILOG = """\

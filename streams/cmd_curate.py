@@ -26,6 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="JSONL or .jsonl.gz files")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory (created)")
     p.add_argument("--config", type=Path, help="TOML settings file (default: $SIEVE_CONFIG)")
+    p.add_argument("--benchmarks", nargs="+", type=Path, metavar="PATH", default=None,
+                   help="evaluation benchmarks to decontaminate against: JSONL files with a 'text' field "
+                        "(and 'id'/'benchmark'), text files with one item per line, or directories of them. "
+                        "An example whose prompt contains >= pipeline.decontam.threshold (0.8) of a benchmark "
+                        "item's word 8-grams is rejected as 'contaminated' and its envelope names the item. "
+                        "Overrides pipeline.decontam.benchmark_paths")
     p.add_argument("--batch-size", type=int, default=256, help="records per pipeline batch (default: 256)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -41,7 +47,14 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size <= 0:
         raise ValueError(f"--batch-size must be > 0, got {args.batch_size}")
     settings = load_settings(args.config)
-    pipeline = build_pipeline(settings.pipeline)
+    pipeline_settings = settings.pipeline
+    if args.benchmarks:
+        import dataclasses
+
+        decontam = dataclasses.replace(pipeline_settings.decontam, benchmark_paths=tuple(map(str, args.benchmarks)),
+                                       reload_interval_s=0.0)
+        pipeline_settings = dataclasses.replace(pipeline_settings, decontam=decontam)
+    pipeline = build_pipeline(pipeline_settings)
     with tqdm(unit="ex", desc="curate", disable=args.no_progress or None, file=sys.stderr) as bar:
         summary = curate(pipeline, args.inputs, args.out, batch_size=args.batch_size, progress=bar.update)
     print(json.dumps({"out": str(args.out), "total": summary["total"], "decisions": summary["decisions"],

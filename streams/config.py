@@ -29,6 +29,10 @@ class KafkaSettings:
     group_id: str = "sieve"
     batch_max: int = 256
     batch_within_s: float = 1.0
+    # worker delivery knobs (see docs/streams.md)
+    commit_interval_s: float = 2.8           # how often acknowledged input offsets are committed
+    max_output_bytes: int = 1_000_000        # producer max_request_size; larger envelopes drop their example
+    max_fetch_bytes: int = 2 * 1024 * 1024   # consumer per-partition fetch size (> broker's 1 MiB message max)
     # SASL/SSL pass-through (see docs/security.md)
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
@@ -41,8 +45,10 @@ class KafkaSettings:
 
 @dataclass(frozen=True)
 class MetricsSettings:
-    port: int = 9108
+    port: int = 9108  # 0 picks a free port (logged at start)
     host: str = "0.0.0.0"
+    # sources reported as themselves in the `source` label; any other source is "other"
+    source_allowlist: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
