@@ -9,12 +9,16 @@ stays after the model stage.
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+
 from quality.config import PipelineSettings
 from quality.decontam import Decontaminator
 from quality.dedup_exact import ExactDedup
 from quality.dedup_near import NearDedup
 from quality.dedup_semantic import SemanticDedup
 from quality.filters import EmptyFilter, EncodingFilter, LengthFilter, RefusalFilter, RepetitionFilter
+from quality.pairs import PairMarginCheck, PairStructureFilter
 from quality.pii import PiiRedactor
 from quality.pipeline import Pipeline
 from quality.stage import Stage
@@ -32,6 +36,7 @@ def build_stages(settings: PipelineSettings) -> list[Stage]:
         EncodingFilter(),
         RepetitionFilter(min_words=f.repetition_min_words),
         RefusalFilter(apply_to_pairs=f.refusal_apply_to_pairs),
+        PairStructureFilter(),
     ]
     d = settings.decontam
     if d.benchmark_paths:
@@ -44,11 +49,32 @@ def build_stages(settings: PipelineSettings) -> list[Stage]:
         stages.append(NearDedup(threshold=n.threshold, num_perm=n.num_perm, ngram=n.ngram, fields=n.fields,
                                 bands=n.bands, rows=n.rows, seed=n.seed))
     # the model stage (encoder + quality head) goes here, before semantic dedup, which reads its embedding
+    stages += _model_stages(settings)
     s_ = settings.semantic_dedup
     if s_.enabled:
         stages.append(SemanticDedup(threshold=s_.threshold, flat_max=s_.flat_max, hnsw_m=s_.hnsw_m,
                                     ef_search=s_.ef_search))
+    if settings.scoring.enabled and settings.scoring.min_margin is not None:
+        stages.append(PairMarginCheck(min_margin=settings.scoring.min_margin))
     return stages
+
+
+def _model_stages(settings: PipelineSettings) -> list[Stage]:
+    """The encoder + heads stage, when scoring is enabled and torch is installed.
+
+    ``models.stage`` is imported here, not at module import: ``quality/`` never needs
+    torch to load. Without the ``models`` extra, scoring is skipped with a warning.
+    """
+    if not settings.scoring.enabled:
+        return []
+    missing = [m for m in ("torch", "sentence_transformers") if importlib.util.find_spec(m) is None]
+    if missing:
+        logging.getLogger(__name__).warning("model scoring disabled: %s not installed (pip install 'sieve[models]')",
+                                            ", ".join(missing))
+        return []
+    from models.stage import ModelScoreStage
+
+    return [ModelScoreStage.from_settings(settings.scoring)]
 
 
 def build_pipeline(settings: PipelineSettings | None = None, *, score_mode: bool = False) -> Pipeline:

@@ -65,7 +65,7 @@ class NearDedupSettings:
     enabled: bool = True
     threshold: float = 0.8
     num_perm: int = 128
-    ngram: int = 5
+    ngram: int = 2  # word bigrams: best agreement with GPTeacher's cleaning (docs/eval_dedup.md)
     fields: tuple[str, ...] = ("prompt", "response")
     bands: int = 0
     rows: int = 0
@@ -84,6 +84,36 @@ class SemanticDedupSettings:
 
 
 @dataclass(frozen=True)
+class ScoringSettings:
+    """The model stage (``models/stage.py``) and the pair margin check; see docs/models.md.
+
+    ``quality_threshold`` None uses the threshold calibrated with the head (in its
+    ``quality.json``); ``quality_quota`` (share kept, e.g. 0.8) switches to keeping the
+    top share of a sliding window of ``quota_window`` scores. ``per_source`` entries are
+    ``SOURCE=0.1`` (threshold) or ``SOURCE=top:0.8`` (quota). ``reward_model`` (an HF
+    sequence-classification reward model, path or id) replaces the default reward head;
+    ``min_margin`` is then on that model's scale. ``min_margin`` None disables the check.
+    """
+
+    enabled: bool = True
+    model: str | None = None  # encoder: local folder or model id; None = bundled all-MiniLM-L6-v2
+    device: str = "auto"  # auto = cuda if available, else cpu
+    dtype: str = "auto"  # auto = bfloat16 (or float16) on GPU, float32 on CPU
+    max_tokens: int = 256
+    batch_size: int = 64
+    head_dir: str | None = None  # folder with quality/reward heads; None = the shipped default head
+    quality_threshold: float | None = None
+    quality_quota: float | None = None
+    quota_window: int = 1000
+    per_source: tuple[str, ...] = ()
+    apply_quality_to_pairs: bool = False
+    reward_model: str | None = None
+    reward_max_tokens: int = 512
+    reward_batch_size: int = 16
+    min_margin: float | None = -1.0
+
+
+@dataclass(frozen=True)
 class PipelineSettings:
     """Everything that changes decisions."""
 
@@ -94,6 +124,7 @@ class PipelineSettings:
     decontam: DecontamSettings = field(default_factory=DecontamSettings)
     near_dedup: NearDedupSettings = field(default_factory=NearDedupSettings)
     semantic_dedup: SemanticDedupSettings = field(default_factory=SemanticDedupSettings)
+    scoring: ScoringSettings = field(default_factory=ScoringSettings)
     dedup_window_s: float = 0.0  # forget accepted examples older than this (0 = never); see quality/state.py
 
 

@@ -1,0 +1,144 @@
+"""Near duplicates: MinHash LSH against every accepted example, and within the batch.
+
+An example is a near duplicate when the estimated Jaccard similarity of its word
+n-gram shingles to an accepted example (or to an example kept earlier in the same
+batch) is at least ``threshold``. Which text counts is configurable: prompt and
+response by default (the chosen side for preference pairs).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import orjson
+
+from quality.minhash import FIELDS, MAX_SIG, LSHIndex, MinHasher, choose_bands, jaccard, texts_of
+from quality.reasons import Reason
+from quality.records import Example
+from quality.stage import Stage, Verdict
+
+
+def example_time(ex: Example, clock: Callable[[], float]) -> float:
+    """When an example entered the stream, in seconds since the epoch.
+
+    The Kafka record timestamp in ``origin["timestamp"]`` (ms or s) when the driver
+    put it there, so a replay of ``sieve.accepted`` reproduces the same times; else now.
+    """
+    ts = ex.origin.get("timestamp") if ex.origin else None
+    if isinstance(ts, (int, float)) and not isinstance(ts, bool) and ts > 0:
+        return ts / 1000.0 if ts > 1e11 else float(ts)
+    return clock()
+
+
+class NearDedup(Stage):
+    """Rejects examples whose MinHash Jaccard estimate to an accepted one is >= ``threshold``.
+
+    Args:
+        threshold: Jaccard similarity at or above which an example is a duplicate.
+        num_perm: MinHash signature length.
+        ngram: words per shingle.
+        fields: which texts are shingled: some of ``prompt``, ``response``, ``rejected``, ``all``.
+        bands, rows: LSH banding; chosen by :func:`quality.minhash.choose_bands` when 0.
+        seed: MinHash seed; a snapshot only restores into a stage with the same seed.
+        clock: time source for examples without a timestamp (tests pass their own).
+    """
+
+    name = "near_dedup"
+    reasons = frozenset({Reason.DUPLICATE_NEAR})
+
+    def __init__(self, *, threshold: float = 0.8, num_perm: int = 128, ngram: int = 2,
+                 fields: Sequence[str] = ("prompt", "response"), bands: int = 0, rows: int = 0,
+                 seed: int = 1, clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"near_dedup threshold must be in (0, 1], got {threshold!r}")
+        fields = tuple(fields)
+        if not fields or any(f not in FIELDS for f in fields):
+            raise ValueError(f"near_dedup fields must be some of {FIELDS}, got {fields!r}")
+        if (bands == 0) != (rows == 0):
+            raise ValueError(f"set both bands and rows, or neither; got bands={bands!r}, rows={rows!r}")
+        if bands == 0:
+            bands, rows = choose_bands(num_perm, min(threshold, 0.99))
+        self.threshold = threshold
+        self.fields = fields
+        self.hasher = MinHasher(num_perm=num_perm, ngram=ngram, seed=seed)
+        self.index = LSHIndex(num_perm, bands, rows)
+        self.clock = clock
+
+    def check_batch(self, batch: Sequence[Example]) -> list[Verdict]:
+        sigs = self.hasher.signatures(texts_of(batch, self.fields))
+        stored = self.index.best_matches(sigs)
+        keys = self.index.band_keys(sigs).tolist()
+        verdicts: list[Verdict] = []
+        kept_by_key: dict[int, list[int]] = {}  # band key -> positions in this batch kept so far
+        for i, ex in enumerate(batch):
+            row, sim = stored[i]
+            match = self.index.ids[row] if row >= 0 else None
+            if match == ex.id:  # the same example again (a replay): not a duplicate of itself
+                match, sim = None, 0.0
+            empty = sigs[i, 0] == MAX_SIG
+            if not empty and kept_by_key:  # in-batch candidates share a band, as stored ones do
+                cands = {j for k in keys[i] for j in kept_by_key.get(k, ())}
+                for j in sorted(cands):
+                    s = float(jaccard(sigs[j], sigs[i]))
+                    if s > sim and batch[j].id != ex.id:
+                        match, sim = batch[j].id, s
+            scores = {"near_jaccard": round(sim, 4)}
+            if match is not None and sim >= self.threshold:
+                verdicts.append(Verdict(Reason.DUPLICATE_NEAR, scores, detail=match))
+            else:
+                verdicts.append(Verdict(None, scores, detail=match))
+                if not empty:
+                    for k in keys[i]:
+                        kept_by_key.setdefault(k, []).append(i)
+        return verdicts
+
+    def commit(self, accepted: Sequence[Example]) -> None:
+        """Adds accepted examples to the index; ids already stored are skipped."""
+        fresh = [ex for ex in accepted if ex.id not in self.index]
+        if fresh:
+            sigs = self.hasher.signatures(texts_of(fresh, self.fields))
+            self.index.add([ex.id for ex in fresh], sigs, [example_time(ex, self.clock) for ex in fresh])
+
+    def remove(self, ex_id: str) -> bool:
+        return self.index.remove(ex_id)
+
+    def expire(self, before: float) -> int:
+        return self.index.expire(before)
+
+    def snapshot(self, directory: Path) -> None:
+        """Writes the index to ``directory`` (created)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        state = self.index.state()
+        ids = state.pop("ids")
+        np.savez(directory / "lsh.npz", **state)
+        (directory / "ids.json").write_bytes(orjson.dumps(ids))
+        (directory / "settings.json").write_bytes(orjson.dumps(self._index_settings()))
+
+    def restore(self, directory: Path) -> None:
+        """Replaces the index by the one saved in ``directory``.
+
+        Raises:
+            ValueError: the snapshot was written with other MinHash settings.
+        """
+        saved = orjson.loads((directory / "settings.json").read_bytes())
+        if saved != self._index_settings():
+            raise ValueError(f"near_dedup snapshot in {directory} has settings {saved}, this stage has "
+                             f"{self._index_settings()}; rebuild from sieve.accepted instead")
+        with np.load(directory / "lsh.npz") as data:
+            state: dict[str, Any] = {k: data[k] for k in data.files}
+        state["ids"] = orjson.loads((directory / "ids.json").read_bytes())
+        self.index = LSHIndex.from_state(state)
+
+    def _index_settings(self) -> dict[str, Any]:
+        v = dict(self.version())
+        del v["threshold"]
+        return v
+
+    def version(self) -> Mapping[str, Any]:
+        return {"threshold": self.threshold, "num_perm": self.hasher.num_perm, "ngram": self.hasher.ngram,
+                "bands": self.index.bands, "rows": self.index.rows, "fields": list(self.fields),
+                "seed": self.hasher.seed}

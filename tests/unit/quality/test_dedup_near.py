@@ -1,0 +1,95 @@
+"""NearDedup: one minimal input per reason, in-batch duplicates, idempotent commit, snapshots."""
+
+import pytest
+
+from quality.dedup_near import NearDedup
+from quality.reasons import Reason
+from quality.records import Example, Message
+
+TEXT = ("Write a short story about a lighthouse keeper who finds a message in a bottle, and describe "
+        "how the message changes the rest of his quiet life on the rocky island")
+
+
+def ex(i, prompt, response="Once upon a time there was a keeper.", **kw):
+    return Example(str(i), "sft", "alpaca", (Message("user", prompt), Message("assistant", response)), **kw)
+
+
+def run(stage, batch):
+    verdicts = stage(batch)
+    stage.commit([e for e, v in zip(batch, verdicts) if v.keep])
+    return verdicts
+
+
+def test_near_duplicate_of_accepted_is_rejected_and_names_it():
+    stage = NearDedup(threshold=0.7)
+    (v,) = run(stage, [ex("a", TEXT)])
+    assert v.keep and v.scores["near_jaccard"] == 0.0
+    (v,) = run(stage, [ex("b", TEXT.replace("quiet", "calm"))])
+    assert v.reason is Reason.DUPLICATE_NEAR and v.detail == "a"
+    assert v.scores["near_jaccard"] >= 0.7
+    assert stage.stats.rejected[Reason.DUPLICATE_NEAR.value] == 1
+
+
+def test_duplicate_within_one_batch_is_rejected():
+    stage = NearDedup(threshold=0.7)
+    v1, v2, v3 = run(stage, [ex("a", TEXT), ex("b", TEXT + " indeed"), ex("c", "What is the boiling point of water?")])
+    assert v1.keep and v3.keep
+    assert v2.reason is Reason.DUPLICATE_NEAR and v2.detail == "a"
+
+
+def test_replay_of_the_same_id_is_not_its_own_duplicate_and_commit_is_idempotent():
+    stage = NearDedup()
+    run(stage, [ex("a", TEXT)])
+    stage.commit([ex("a", TEXT)])
+    assert len(stage.index) == 1
+    (v,) = stage([ex("a", TEXT)])
+    assert v.keep
+
+
+def test_fields_select_the_text():
+    prompt_only = NearDedup(threshold=0.9, fields=("prompt",))
+    run(prompt_only, [ex("a", TEXT, "answer one, entirely about lighthouses and the sea")])
+    (v,) = run(prompt_only, [ex("b", TEXT, "a different answer about bottles, islands and messages")])
+    assert v.reason is Reason.DUPLICATE_NEAR
+    both = NearDedup(threshold=0.9)
+    run(both, [ex("a", TEXT, "answer one, entirely about lighthouses and the sea")])
+    (v,) = run(both, [ex("b", TEXT, "a different answer about bottles, islands and messages")])
+    assert v.keep
+
+
+def test_snapshot_restore_decides_the_same(tmp_path):
+    stage = NearDedup()
+    run(stage, [ex(i, f"{TEXT} variant number {i} with words {i * 7} {i * 13}") for i in range(50)])
+    stage.snapshot(tmp_path / "near")
+    fresh = NearDedup()
+    fresh.restore(tmp_path / "near")
+    probe = [ex("p1", f"{TEXT} variant number 3 with words 21 39"), ex("p2", "unrelated question about tax law")]
+    assert [(v.reason, v.detail) for v in fresh(probe)] == [(v.reason, v.detail) for v in stage(probe)]
+    with pytest.raises(ValueError, match="settings"):
+        NearDedup(ngram=4).restore(tmp_path / "near")
+
+
+def test_remove_and_expire_forget(tmp_path):
+    clock = iter([100.0, 200.0]).__next__
+    stage = NearDedup(clock=clock)
+    run(stage, [ex("a", TEXT)])
+    run(stage, [ex("b", "A completely different prompt about cooking pasta with garlic and olive oil tonight")])
+    assert stage.expire(before=150.0) == 1
+    (v,) = stage([ex("c", TEXT)])
+    assert v.keep
+    assert stage.remove("b") and len(stage.index) == 0
+
+
+def test_kafka_timestamp_in_origin_is_the_example_time():
+    stage = NearDedup(clock=lambda: 0.0)
+    stage.commit([ex("a", TEXT, origin={"timestamp": 1_700_000_000_000})])
+    assert stage.index.times[0] == pytest.approx(1_700_000_000.0)
+
+
+def test_bad_settings_name_the_parameter():
+    with pytest.raises(ValueError, match="threshold"):
+        NearDedup(threshold=0)
+    with pytest.raises(ValueError, match="fields"):
+        NearDedup(fields=("title",))
+    with pytest.raises(ValueError, match="bands"):
+        NearDedup(bands=4)

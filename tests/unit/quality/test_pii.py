@@ -1,0 +1,95 @@
+"""PII: each kind is found and redacted (or rejected); look-alikes in ordinary text are left alone."""
+
+import dataclasses
+
+import pytest
+
+from quality.build import build_pipeline
+from quality.config import PiiSettings, PipelineSettings
+from quality.pii import PiiRedactor, luhn_ok, redact
+from quality.reasons import Reason
+from quality.records import Example, Message, RawRecord
+
+
+def cheap_settings(**kw):
+    """Pipeline settings without the model stage: these tests are about the cheap checks."""
+    base = PipelineSettings()
+    return dataclasses.replace(base, scoring=dataclasses.replace(base.scoring, enabled=False), **kw)
+
+
+@pytest.mark.parametrize("text, kind, placeholder", [
+    ("write to jane.doe+news@example.co.uk today", "email", "[EMAIL]"),
+    ("call (555) 123-4567 tomorrow", "phone", "[PHONE]"),
+    ("or +44 20 7946 0958 from abroad", "phone", "[PHONE]"),
+    ("the server at 192.168.10.254 is down", "ip_address", "[IP_ADDRESS]"),
+    ("v6 address 2001:0db8:85a3:0000:0000:8a2e:0370:7334 here", "ip_address", "[IP_ADDRESS]"),
+    ("pay with 4111 1111 1111 1111 please", "credit_card", "[CREDIT_CARD]"),
+    ("aws key AKIAIOSFODNN7EXAMPLE leaked", "secret", "[SECRET]"),
+    ("token ghp_abcdefghijklmnopqrstuvwxyz0123456789 leaked", "secret", "[SECRET]"),
+    ("export OPENAI_API_KEY=sk-proj-abcdefghijklmnopqrstuvwx1234", "secret", "[SECRET]"),
+])
+def test_each_kind_is_redacted(text, kind, placeholder):
+    out, counts = redact(text)
+    assert counts == {kind: 1}
+    assert placeholder in out
+
+
+def test_assignment_keeps_the_key_name():
+    out, counts = redact("api_key = 'a8f9c7d6e5b4a3f2e1d0'")
+    assert out == "api_key = '[SECRET]'" and counts == {"secret": 1}
+
+
+@pytest.mark.parametrize("text", [
+    "The total is 10 000 000 dollars, paid on 2023-10-12, and 1,234,567 more.",
+    "Area = 50.265482457436691 cm squared",
+    "card-like but not Luhn: 4111111111111112",
+    "time 12:30:45 and ratio 3:4:5",
+    "my password is weak",
+    "an @mention and a user@localhost",
+])
+def test_look_alikes_are_left_alone(text):
+    assert redact(text) == (text, {})
+
+
+def test_luhn():
+    assert luhn_ok("4111111111111111") and not luhn_ok("4111111111111112")
+
+
+def ex(prompt, response):
+    return Example("x", "sft", "alpaca", (Message("user", prompt), Message("assistant", response)))
+
+
+def test_stage_redacts_every_field_and_counts_by_kind():
+    stage = PiiRedactor()
+    (v,) = stage([ex("mail a@b.com or c@d.org", "call 555-123-4567")])
+    assert v.keep
+    assert v.scores == {"pii_email": 2.0, "pii_phone": 1.0}
+    assert v.replacement.prompt_text == "mail [EMAIL] or [EMAIL]"
+    assert v.replacement.response_text == "call [PHONE]"
+    assert stage([ex("nothing here", "at all")])[0].replacement is None
+
+
+def test_reject_policy_gives_the_pii_reason():
+    stage = PiiRedactor(policy="reject")
+    (v,) = stage([ex("mail a@b.com", "ok")])
+    assert v.reason is Reason.PII and v.scores == {"pii_email": 1.0}
+    assert stage.stats.rejected[Reason.PII.value] == 1
+
+
+def test_pipeline_emits_the_redacted_example():
+    pipeline = build_pipeline(cheap_settings())
+    (d,) = pipeline.process([RawRecord(b'{"instruction": "Email bob@corp.com about the invoice", '
+                                       b'"output": "Done, I wrote to bob@corp.com."}', {"file": "f", "line": 1})])
+    assert d.decision == "accepted"
+    assert "bob@corp.com" not in str(d.envelope({}))
+    assert d.scores["pii_email"] == 2.0
+    reject = build_pipeline(cheap_settings(pii=PiiSettings(policy="reject")))
+    (d,) = reject.process([RawRecord(b'{"instruction": "Email bob@corp.com", "output": "ok then"}', {"line": 1})])
+    assert d.decision == "rejected" and d.reasons == ["pii"]
+
+
+def test_bad_settings_name_the_parameter():
+    with pytest.raises(ValueError, match="policy"):
+        PiiRedactor(policy="mask")
+    with pytest.raises(ValueError, match="kinds"):
+        PiiRedactor(kinds=["ssn"])
