@@ -15,9 +15,13 @@ import sys
 # (module, command) in the order --help lists them
 COMMANDS = [
     "streams.cmd_curate",
+    "streams.cmd_score",
+    "streams.cmd_train",
     "streams.cmd_config",
     "streams.cmd_run",
     "streams.cmd_demo",
+    "streams.cmd_batcher",
+    "streams.cmd_batches",
 ]
 
 EPILOG = """\

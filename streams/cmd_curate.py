@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from streams.cmd_batches import CurateBatches, add_curate_options
+
 HELP = """\
 Reads JSONL files (also .jsonl.gz), one example per line in any supported format
 (Alpaca, OpenAI messages, ShareGPT, preference pairs), and writes to --out:
@@ -34,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "Overrides pipeline.decontam.benchmark_paths")
     p.add_argument("--batch-size", type=int, default=256, help="records per pipeline batch (default: 256)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_curate_options(p)
     p.set_defaults(func=run)
 
 
@@ -55,8 +58,10 @@ def run(args: argparse.Namespace) -> int:
                                        reload_interval_s=0.0)
         pipeline_settings = dataclasses.replace(pipeline_settings, decontam=decontam)
     pipeline = build_pipeline(pipeline_settings)
-    with tqdm(unit="ex", desc="curate", disable=args.no_progress or None, file=sys.stderr) as bar:
-        summary = curate(pipeline, args.inputs, args.out, batch_size=args.batch_size, progress=bar.update)
+    with tqdm(unit="ex", desc="curate", disable=args.no_progress or None, file=sys.stderr) as bar, \
+            CurateBatches(args, settings, pipeline) as batches:
+        summary = curate(pipeline, args.inputs, args.out, batch_size=args.batch_size, progress=bar.update,
+                         on_decisions=batches.on_decisions)
     print(json.dumps({"out": str(args.out), "total": summary["total"], "decisions": summary["decisions"],
-                      "examples_per_s": summary["examples_per_s"]}))
+                      "examples_per_s": summary["examples_per_s"], **batches.summary()}))
     return 0

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from quality.batches import BatchSettings
 from quality.config import PipelineSettings, load
 
 
@@ -24,6 +25,7 @@ class KafkaSettings:
     rejected_topic: str = "sieve.rejected"
     dead_letter_topic: str = "sieve.dead-letter"
     batches_topic: str = "sieve.batches"
+    control_topic: str = "sieve.control"  # operator requests, e.g. `sieve batches cut`
     partitions: int = 3
     replication_factor: int = 1
     group_id: str = "sieve"
@@ -33,6 +35,7 @@ class KafkaSettings:
     commit_interval_s: float = 2.8           # how often acknowledged input offsets are committed
     max_output_bytes: int = 1_000_000        # producer max_request_size; larger envelopes drop their example
     max_fetch_bytes: int = 2 * 1024 * 1024   # consumer per-partition fetch size (> broker's 1 MiB message max)
+    session_timeout_s: float = 45.0          # a dead worker's partitions move after this long
     # SASL/SSL pass-through (see docs/security.md)
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
@@ -56,6 +59,7 @@ class Settings:
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    batches: BatchSettings = field(default_factory=BatchSettings)
     state_dir: str = "./sieve-state"
 
 

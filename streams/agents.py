@@ -1,0 +1,233 @@
+"""The stream worker's loop: raw events in, one acknowledged envelope per event out.
+
+One faust agent (``score``, ``concurrency=1``: faust-streaming issue #606 commits
+past in-flight messages with more) takes micro-batches of raw events, runs the
+pipeline core in a thread, produces one envelope per input to the accepted,
+rejected or dead-letter topic and awaits the broker's acknowledgement of every
+one of them before the loop body returns. Faust acks a ``take_events`` batch only
+after that, and commits only acked offsets, so a committed input always has its
+output on a topic.
+
+**Fail-stop.** faust's ``take_events`` also acks the batch when the loop body
+*raises* (its ``finally`` clause), and the consumer commits acked offsets when it
+stops. A failed delivery would therefore commit inputs whose outputs never
+landed. So the batch handler never lets an exception out: it logs it and ends the
+process at once with :data:`EXIT_DELIVERY_FAILED` (``os._exit``, no commit). The
+restarted worker redelivers the uncommitted inputs and recovery skips those
+already decided (:mod:`streams.recovery`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Sequence
+
+import orjson
+
+from quality.pipeline import Decision, Pipeline
+from quality.records import RawRecord
+from streams.config import Settings
+from streams.metrics import SieveMetrics
+from streams.recovery import Origin
+from streams.topics import client_kwargs, output_topics
+
+log = logging.getLogger(__name__)
+
+#: Exit status when an output could not be delivered (EX_TEMPFAIL): restart the worker.
+EXIT_DELIVERY_FAILED = 75
+#: Error text kept in an envelope that had to be shrunk.
+MAX_ERROR_CHARS = 4096
+
+
+class OutputTooLarge(RuntimeError):
+    """An accepted envelope does not fit in one Kafka message even without its metadata."""
+
+
+def encode_envelope(env: dict[str, Any], limit: int) -> bytes:
+    """The envelope as JSON bytes of at most ``limit`` bytes.
+
+    Rejected and dead-letter envelopes that are too large lose, in turn, their
+    example, their raw payload and most of their error text, and say so in an
+    ``omitted`` field. An accepted envelope can only lose its metadata; an accepted
+    example that alone is too large raises :class:`OutputTooLarge` (lower
+    ``pipeline.filters.max_total_chars`` or raise ``kafka.max_output_bytes``).
+    """
+    data = orjson.dumps(env, option=orjson.OPT_SERIALIZE_NUMPY)
+    if len(data) <= limit:
+        return data
+    size = len(data)
+    env = dict(env)
+    steps = ["metadata"] if env.get("decision") == "accepted" else ["example", "raw", "error", "metadata"]
+    dropped = []
+    for key in steps:
+        if env.get(key) is None:
+            continue
+        env[key] = env[key][:MAX_ERROR_CHARS] if key == "error" else None
+        dropped.append(key)
+        env["omitted"] = (f"envelope was {size} bytes, over kafka.max_output_bytes={limit}; "
+                          f"dropped or cut: {', '.join(dropped)}")
+        data = orjson.dumps(env, option=orjson.OPT_SERIALIZE_NUMPY)
+        if len(data) <= limit:
+            return data
+    raise OutputTooLarge(f"the {env.get('decision')} envelope of {env.get('id')!r} is {len(data)} bytes, over "
+                         f"kafka.max_output_bytes={limit}; lower pipeline.filters.max_total_chars or raise "
+                         "kafka.max_output_bytes (and the topic's max.message.bytes)")
+
+
+def raw_from_event(event: Any) -> RawRecord:
+    """A raw record of a faust event: its value bytes and origin (topic, partition, offset, key)."""
+    m = event.message
+    origin: dict[str, Any] = {"topic": m.topic, "partition": m.partition, "offset": m.offset}
+    if m.key is not None:
+        key = m.key if isinstance(m.key, bytes) else str(m.key).encode()
+        origin["key"] = key.decode("utf-8", "backslashreplace")
+    value = m.value if m.value is not None else b""
+    return RawRecord(bytes(value) if not isinstance(value, bytes) else value, origin)
+
+
+class RecentOrigins:
+    """The origins of the last ``maxlen`` decided inputs, to ignore a redelivery without a restart.
+
+    Inside one process an input comes back only if its offset was not committed yet
+    (a rebalance, or a commit that failed as the group moved); that window is a few
+    commit intervals of traffic, far below ``maxlen``.
+    """
+
+    def __init__(self, maxlen: int = 100_000) -> None:
+        self.maxlen = maxlen
+        self._set: set[Origin] = set()
+        self._order: deque[Origin] = deque()
+
+    def add(self, origin: Origin) -> None:
+        if origin in self._set:
+            return
+        self._set.add(origin)
+        self._order.append(origin)
+        if len(self._order) > self.maxlen:
+            self._set.discard(self._order.popleft())
+
+    def __contains__(self, origin: object) -> bool:
+        return origin in self._set
+
+    def __len__(self) -> int:
+        return len(self._set)
+
+
+class StreamWorker:
+    """Holds the pipeline, the output producer, the skip set and the metrics of one worker.
+
+    Args:
+        settings: the process settings (topics, limits).
+        pipeline: the pipeline core, already warmed by recovery.
+        metrics: where batch metrics go.
+        skip: inputs already decided before a restart (from :func:`streams.recovery.recover`).
+        highwater: ``(topic, partition) -> highwater`` of the raw topic, for the lag gauge.
+    """
+
+    def __init__(self, settings: Settings, pipeline: Pipeline, metrics: SieveMetrics,
+                 skip: set[Origin] | None = None,
+                 highwater: Callable[[str, int], int | None] | None = None) -> None:
+        self.settings = settings
+        self.kafka = settings.kafka
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.skip = set(skip or ())
+        self.recent = RecentOrigins()
+        self.highwater = highwater
+        self.topics = output_topics(self.kafka)
+        self.versions = pipeline.versions()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sieve-pipeline")
+        self.producer: Any = None
+        self.batches = 0
+        self.ready = False
+
+    async def start(self) -> None:
+        """Start the output producer: acks=all, idempotent, messages up to ``max_output_bytes``."""
+        from aiokafka import AIOKafkaProducer
+
+        self.producer = AIOKafkaProducer(acks="all", enable_idempotence=True, linger_ms=5,
+                                         max_request_size=self.kafka.max_output_bytes,
+                                         client_id="sieve-worker", **client_kwargs(self.kafka, aio=True))
+        await self.producer.start()
+
+    async def stop(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+            self.producer = None
+        self.executor.shutdown(wait=True)
+
+    async def handle_batch(self, events: Sequence[Any]) -> list[Decision]:
+        """Decide and publish one batch; return when every output is acknowledged.
+
+        Any exception ends the process (fail-stop, see the module docstring).
+        """
+        try:
+            return await self._handle_batch(events)
+        except BaseException as exc:  # noqa: BLE001 - nothing may reach faust's ack-in-finally
+            log.critical("batch of %d failed (%s: %s); exiting with %d before faust can commit it",
+                         len(events), type(exc).__name__, exc, EXIT_DELIVERY_FAILED, exc_info=True)
+            logging.shutdown()
+            os._exit(EXIT_DELIVERY_FAILED)
+
+    async def _handle_batch(self, events: Sequence[Any]) -> list[Decision]:
+        t0 = time.perf_counter()
+        raws: list[RawRecord] = []
+        last_offset: dict[tuple[str, int], int] = {}
+        for event in events:
+            m = event.message
+            last_offset[(m.topic, m.partition)] = m.offset
+            origin = (m.topic, m.partition, m.offset)
+            if origin in self.skip or origin in self.recent:  # already decided: its envelope is out
+                self.skip.discard(origin)
+                self.metrics.skipped.inc()
+                continue
+            raws.append(raw_from_event(event))
+        decisions: list[Decision] = []
+        if raws:
+            loop = asyncio.get_running_loop()
+            decisions = await loop.run_in_executor(self.executor, self.pipeline.process, raws)
+            await self.publish(decisions)
+            for raw in raws:
+                self.recent.add((raw.origin["topic"], raw.origin["partition"], raw.origin["offset"]))
+        self.batches += 1
+        lag = {}
+        if self.highwater is not None:
+            for (topic, partition), offset in last_offset.items():
+                hw = self.highwater(topic, partition)
+                if hw is not None:
+                    lag[partition] = hw - (offset + 1)
+        self.metrics.observe_batch(self.pipeline, decisions, time.perf_counter() - t0, lag)
+        return decisions
+
+    async def publish(self, decisions: Sequence[Decision]) -> None:
+        """Produce one envelope per decision (key = example id) and await every acknowledgement."""
+        limit = self.kafka.max_output_bytes
+        futures = []
+        for d in decisions:
+            value = encode_envelope(d.envelope(self.versions), limit)
+            futures.append(await self.producer.send(self.topics[d.decision], value=value,
+                                                    key=d.id.encode("utf-8", "surrogatepass")))
+        await asyncio.gather(*futures)
+
+
+def register_agent(app: Any, raw_topic: Any, worker: StreamWorker) -> Any:
+    """Attach the ``score`` agent to the app; it drives ``worker`` over micro-batches."""
+    kafka = worker.kafka
+
+    @app.agent(raw_topic, name="score", concurrency=1)
+    async def score(stream):  # noqa: ANN001 - faust's stream
+        await worker.start()
+        worker.ready = True
+        try:
+            async for events in stream.take_events(kafka.batch_max, within=kafka.batch_within_s):
+                await worker.handle_batch(events)
+        finally:
+            worker.ready = False
+            await worker.stop()
+
+    return score

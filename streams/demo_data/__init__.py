@@ -1,0 +1,1 @@
+"""Bundled sample data for `sieve demo` (see README.md for provenance and licences)."""

@@ -1,0 +1,192 @@
+"""Start-up recovery of a stream worker: what was already decided, and the dedup state.
+
+Input is at-least-once: offsets are committed only after the outputs of a batch
+are acknowledged, so a worker that dies (kill -9, OOM, lost node) between the
+two will see some inputs again. Recovery makes the outputs idempotent anyway:
+
+1. read the consumer group's committed offset of every partition of the raw topic;
+2. scan the three output topics from the beginning to their current end and
+   collect the ``origin`` (topic, partition, offset) of every envelope whose
+   origin offset is at or past the committed offset of its partition: those inputs
+   were decided before the crash and will be redelivered, so the worker skips them
+   (the **skip set**) and produces nothing new for them;
+3. rebuild the dedup state from ``sieve.accepted`` (the source of truth) by parsing
+   each accepted envelope's canonical example back into an :class:`Example` and
+   handing them to :meth:`quality.pipeline.Pipeline.warm`.
+
+The cost is a full read of the output topics at every start (O(all outputs));
+docs/streams.md has the numbers and the way out (snapshots) for large topics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import orjson
+
+from quality.pipeline import Pipeline
+from quality.records import Example, ParseFailure, RawRecord, parse
+from streams.config import KafkaSettings
+from streams.topics import client_kwargs, output_topics
+
+log = logging.getLogger(__name__)
+
+#: Milliseconds one poll of the output scan waits for records.
+SCAN_POLL_MS = 500
+#: Seconds the scan may go without progress before it gives up (broker down, ACLs...).
+SCAN_STALL_S = 60.0
+#: Accepted examples handed to ``Pipeline.warm`` at a time.
+WARM_CHUNK = 2048
+
+Origin = tuple[str, int, int]  # (topic, partition, offset) of an input message
+
+
+@dataclass
+class RecoveryResult:
+    """What the worker needs before it consumes, and what recovery cost."""
+
+    committed: dict[int, int] = field(default_factory=dict)   # raw partition -> next offset to consume
+    skip: set[Origin] = field(default_factory=set)            # inputs already decided, to skip once
+    scanned: dict[str, int] = field(default_factory=dict)     # output topic -> envelopes read
+    warmed: int = 0                                            # accepted examples put back into the state
+    unparseable_accepted: int = 0                              # accepted envelopes that did not parse back
+    seconds: float = 0.0
+
+    def summary(self) -> dict:
+        return {"committed": self.committed, "skip": len(self.skip), "scanned": self.scanned,
+                "warmed": self.warmed, "unparseable_accepted": self.unparseable_accepted,
+                "seconds": round(self.seconds, 3)}
+
+
+def committed_offsets(kafka: KafkaSettings, group_id: str | None = None) -> dict[int, int]:
+    """Partition -> the offset the group will consume next from the raw topic.
+
+    A partition without a committed offset starts at its earliest available offset
+    (the worker's ``auto_offset_reset`` is ``earliest``), so that is what it gets here.
+    """
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(group_id=group_id or kafka.group_id, enable_auto_commit=False,
+                             client_id="sieve-recovery", **client_kwargs(kafka))
+    try:
+        parts = consumer.partitions_for_topic(kafka.raw_topic)
+        if not parts:
+            raise ValueError(f"kafka.raw_topic {kafka.raw_topic!r} does not exist on {kafka.brokers}; "
+                             "create it (the worker does on start) or fix the name")
+        tps = [TopicPartition(kafka.raw_topic, p) for p in sorted(parts)]
+        earliest = consumer.beginning_offsets(tps)
+        out = {}
+        for tp in tps:
+            offset = consumer.committed(tp)
+            out[tp.partition] = earliest[tp] if offset is None else max(offset, earliest[tp])
+        return out
+    finally:
+        consumer.close()
+
+
+def scan_topic(kafka: KafkaSettings, topic: str, *, max_fetch_bytes: int | None = None) -> Iterator[bytes]:
+    """Every record value of ``topic`` from its beginning to its end as of the call.
+
+    Uses no consumer group (manual assignment), so it commits nothing.
+
+    Raises:
+        TimeoutError: no progress for ``SCAN_STALL_S`` seconds.
+    """
+    from kafka import KafkaConsumer, TopicPartition
+
+    # check_crcs=False: kafka-python checks CRC32C in pure Python (without the optional crc32c
+    # extension), which was 56% of recovery time; the broker validated every batch on write
+    consumer = KafkaConsumer(enable_auto_commit=False, client_id="sieve-recovery-scan", check_crcs=False,
+                             max_partition_fetch_bytes=max_fetch_bytes or kafka.max_fetch_bytes,
+                             **client_kwargs(kafka))
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not tps:
+            return
+        end = consumer.end_offsets(tps)
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        todo = {tp for tp in tps if consumer.position(tp) < end[tp]}
+        last_progress = time.monotonic()
+        while todo:
+            batch = consumer.poll(timeout_ms=SCAN_POLL_MS)
+            for tp, records in batch.items():
+                for rec in records:
+                    if rec.offset < end[tp]:
+                        yield rec.value
+            for tp in list(todo):
+                if consumer.position(tp) >= end[tp]:
+                    todo.discard(tp)
+            if batch:
+                last_progress = time.monotonic()
+            elif time.monotonic() - last_progress > SCAN_STALL_S:
+                raise TimeoutError(f"scanning {topic!r} made no progress for {SCAN_STALL_S:.0f}s "
+                                   f"(partitions left: {sorted(tp.partition for tp in todo)})")
+    finally:
+        consumer.close()
+
+
+def example_from_envelope(env: dict) -> Example | None:
+    """The accepted example of an envelope, as the pipeline saw it (id, source, metadata kept)."""
+    canonical = env.get("example")
+    if not isinstance(canonical, dict):
+        return None
+    obj = {**canonical, "id": env.get("id"), "source": env.get("source"), "metadata": env.get("metadata")}
+    parsed = parse(RawRecord(orjson.dumps(obj), dict(env.get("origin") or {})), max_message_bytes=1 << 40)
+    if isinstance(parsed, ParseFailure):
+        return None
+    return dataclasses.replace(parsed, id=str(env.get("id")))
+
+
+def recover(kafka: KafkaSettings, pipeline: Pipeline, *, group_id: str | None = None,
+            progress: Callable[[str, int], None] | None = None) -> RecoveryResult:
+    """Build the skip set and warm the pipeline's dedup state from the output topics.
+
+    Args:
+        kafka: brokers, the raw topic, the output topics and the group.
+        pipeline: the worker's pipeline; its stateful stages are warmed in place.
+        group_id: the consumer group (default: ``kafka.group_id``).
+        progress: called as ``progress(topic, envelopes_read_so_far)`` every 1000 envelopes.
+    """
+    t0 = time.perf_counter()
+    result = RecoveryResult(committed=committed_offsets(kafka, group_id))
+    pending: list[Example] = []
+    for decision, topic in output_topics(kafka).items():
+        n = 0
+        for value in scan_topic(kafka, topic):
+            n += 1
+            if progress is not None and n % 1000 == 0:
+                progress(topic, n)
+            try:
+                env = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                log.warning("recovery: skipping a non-JSON record on %s", topic)
+                continue
+            if not isinstance(env, dict):
+                continue
+            origin = env.get("origin") or {}
+            if origin.get("topic") == kafka.raw_topic and "partition" in origin and "offset" in origin:
+                partition, offset = int(origin["partition"]), int(origin["offset"])
+                if offset >= result.committed.get(partition, 0):
+                    result.skip.add((kafka.raw_topic, partition, offset))
+            if decision == "accepted":
+                ex = example_from_envelope(env)
+                if ex is None:
+                    result.unparseable_accepted += 1
+                    continue
+                pending.append(ex)
+                if len(pending) >= WARM_CHUNK:
+                    result.warmed += pipeline.warm(pending)
+                    pending = []
+        result.scanned[topic] = n
+    if pending:
+        result.warmed += pipeline.warm(pending)
+    if result.unparseable_accepted:
+        log.warning("recovery: %d accepted envelopes could not be parsed back; their content is not in the "
+                    "dedup state", result.unparseable_accepted)
+    result.seconds = time.perf_counter() - t0
+    return result

@@ -1,0 +1,108 @@
+"""Kafka topics of a Sieve deployment, and the client settings every Kafka client here shares.
+
+The worker creates the topics it needs when they are missing (``ensure_topics``),
+with the partition count and replication factor of :class:`streams.config.KafkaSettings`.
+An existing topic is left as it is: changing partitions or replication is an
+operator's decision, not a side effect of starting a worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import Any
+
+from streams.config import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+#: Milliseconds an admin request may take (topic creation waits for metadata too).
+ADMIN_TIMEOUT_MS = 30_000
+
+
+def quiet_client_logs() -> None:
+    """Keep kafka-python's and aiokafka's connection chatter (INFO) out of the log; warnings stay."""
+    level = max(logging.WARNING, logging.getLogger().level)
+    for name in ("kafka", "aiokafka"):
+        logging.getLogger(name).setLevel(level)
+
+
+def output_topics(kafka: KafkaSettings) -> dict[str, str]:
+    """Decision -> topic name: where the worker writes each kind of envelope."""
+    return {"accepted": kafka.accepted_topic, "rejected": kafka.rejected_topic,
+            "dead_letter": kafka.dead_letter_topic}
+
+
+def worker_topics(kafka: KafkaSettings) -> list[str]:
+    """Every topic the worker reads or writes: the raw input and the three outputs."""
+    return [kafka.raw_topic, *output_topics(kafka).values()]
+
+
+def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
+    """An SSL context for SSL and SASL_SSL, from ``ssl_cafile``/``ssl_certfile``/``ssl_keyfile``."""
+    if "SSL" not in kafka.security_protocol.upper():
+        return None
+    ctx = ssl.create_default_context(cafile=kafka.ssl_cafile)
+    if kafka.ssl_certfile:
+        ctx.load_cert_chain(kafka.ssl_certfile, kafka.ssl_keyfile)
+    return ctx
+
+
+def client_kwargs(kafka: KafkaSettings, *, aio: bool = False) -> dict[str, Any]:
+    """Connection settings for kafka-python (``aio=False``) or aiokafka (``aio=True``) clients.
+
+    Raises:
+        ValueError: a SASL protocol without ``sasl_mechanism``, naming the setting.
+    """
+    protocol = kafka.security_protocol.upper()
+    known = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+    if protocol not in known:
+        raise ValueError(f"kafka.security_protocol must be one of {known}, got {kafka.security_protocol!r}")
+    out: dict[str, Any] = {"bootstrap_servers": kafka.brokers.split(","), "security_protocol": protocol}
+    if protocol.startswith("SASL"):
+        if not kafka.sasl_mechanism:
+            raise ValueError(f"kafka.sasl_mechanism is required with security_protocol={protocol} "
+                             "(e.g. PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)")
+        out.update(sasl_mechanism=kafka.sasl_mechanism, sasl_plain_username=kafka.sasl_username,
+                   sasl_plain_password=kafka.sasl_password)
+    if "SSL" in protocol:
+        if aio:
+            out["ssl_context"] = ssl_context(kafka)
+        else:
+            out.update(ssl_cafile=kafka.ssl_cafile, ssl_certfile=kafka.ssl_certfile, ssl_keyfile=kafka.ssl_keyfile)
+    return out
+
+
+def ensure_topics(kafka: KafkaSettings, topics: list[str] | None = None) -> list[str]:
+    """Create the topics that do not exist yet; return the names that were created.
+
+    Args:
+        kafka: brokers, credentials, ``partitions`` and ``replication_factor``.
+        topics: names to ensure (default: :func:`worker_topics`).
+
+    Raises:
+        ValueError: ``partitions`` or ``replication_factor`` below 1.
+    """
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import TopicAlreadyExistsError
+
+    if kafka.partitions < 1:
+        raise ValueError(f"kafka.partitions must be >= 1, got {kafka.partitions}")
+    if kafka.replication_factor < 1:
+        raise ValueError(f"kafka.replication_factor must be >= 1, got {kafka.replication_factor}")
+    wanted = topics if topics is not None else worker_topics(kafka)
+    admin = KafkaAdminClient(request_timeout_ms=ADMIN_TIMEOUT_MS, client_id="sieve-admin", **client_kwargs(kafka))
+    try:
+        missing = [t for t in dict.fromkeys(wanted) if t not in set(admin.list_topics())]
+        if missing:
+            try:
+                spec = {"num_partitions": kafka.partitions, "replication_factor": kafka.replication_factor}
+                admin.create_topics({t: dict(spec) for t in missing}, timeout_ms=ADMIN_TIMEOUT_MS,
+                                    wait_for_metadata=True)
+            except TopicAlreadyExistsError:  # another worker created it between list and create
+                pass
+            log.info("created topics %s (%d partitions, replication %d)", missing, kafka.partitions,
+                     kafka.replication_factor)
+        return missing
+    finally:
+        admin.close()

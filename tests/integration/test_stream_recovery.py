@@ -1,0 +1,114 @@
+"""kill -9 of a `sieve run` worker mid-run: nothing lost, nothing accepted twice, same decisions."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+
+import orjson
+import pytest
+
+from quality.build import build_pipeline
+from quality.filemode import curate
+from streams.config import load_settings
+from stream_utils import (Names, WorkerProcess, bad_payloads, committed, create_topics, output_count, produce,
+                          read_outputs, slice_lines, wait_for_outputs)
+
+pytestmark = pytest.mark.integration
+
+#: Inputs decided and committed before the crash.
+COMMITTED_PHASE = 150
+#: Inputs produced before the crash; the rest arrive while the worker is down.
+FIRST_PHASE = 480
+#: Outputs that must exist before the worker is killed.
+KILL_AFTER = 200
+#: Seconds to wait for the first commit (kafka.commit_interval_s is 1 s in these tests).
+COMMIT_TIMEOUT = 20.0
+
+
+def recovery_inputs() -> list[bytes]:
+    """Real rows, then exact copies and near copies of them under new ids, with bad payloads between.
+
+    The copies come after the crash point, so their dedup decisions depend on the
+    state the restarted worker rebuilt from the accepted topic.
+    """
+    rows = [orjson.loads(line) for line in slice_lines()]
+    exact = [{**r, "id": f"{r['id']}-exact"} for r in rows]
+    near = []
+    for r in rows:
+        r = {**r, "id": f"{r['id']}-near"}
+        for key in ("instruction", "prompt"):  # a small edit of the prompt: near, not exact
+            if isinstance(r.get(key), str):
+                r[key] = r[key] + " Please answer briefly."
+        near.append(r)
+    payloads = [orjson.dumps(r) for r in rows + exact + near]
+    bad = [p for p, _reason in bad_payloads() if p]  # no empty payload: file mode skips blank lines
+    for k, payload in enumerate(bad):
+        payloads.insert(50 + 70 * k, payload)
+    return payloads
+
+
+def test_kill_9_and_restart_loses_nothing_and_decides_like_one_run(kafka, unique_topic, unique_group, tmp_path,
+                                                                   monkeypatch):
+    names = Names(unique_topic, unique_group)
+    payloads = recovery_inputs()
+    raw = f"{names.base}.raw"
+    create_topics(names, kafka.bootstrap)
+    produce(kafka.bootstrap, raw, payloads[:COMMITTED_PHASE])
+
+    first = WorkerProcess(names.env(kafka.bootstrap), tmp_path / "worker1.log", tmp_path)
+    try:
+        first.wait_ready()
+        wait_for_outputs(kafka.bootstrap, names.outputs, COMMITTED_PHASE, first)
+        deadline = time.monotonic() + COMMIT_TIMEOUT  # let it commit once, so the restart resumes mid-topic
+        while not committed(kafka.bootstrap, raw, names.group)[0] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        produce(kafka.bootstrap, raw, payloads[COMMITTED_PHASE:FIRST_PHASE])
+        wait_for_outputs(kafka.bootstrap, names.outputs, KILL_AFTER, first)
+        first.proc.kill()  # SIGKILL: no drain, no commit
+        first.proc.wait(10)
+    finally:
+        first.kill()
+    at_kill = read_outputs(kafka.bootstrap, names.outputs)
+    commits = committed(kafka.bootstrap, raw, names.group)
+    assert KILL_AFTER <= len(at_kill) < FIRST_PHASE, "the kill must land mid-run"
+    assert commits[0], "the first worker committed nothing before it was killed"
+    decided_uncommitted = [o for o in at_kill if o.envelope["origin"]["offset"] >= (commits[0] or 0)]
+    assert decided_uncommitted, "some inputs must be decided but not committed when the worker dies"
+
+    produce(kafka.bootstrap, raw, payloads[FIRST_PHASE:])
+    second = WorkerProcess(names.env(kafka.bootstrap), tmp_path / "worker2.log", tmp_path)
+    try:
+        second.wait_ready()
+        wait_for_outputs(kafka.bootstrap, names.outputs, len(payloads), second)
+        assert second.terminate() == 0
+    finally:
+        second.kill()
+    summary = re.search(r"recovery: (\{.*\})", second.log())
+    assert summary and f"'skip': {len(decided_uncommitted)}," in summary.group(1), summary
+    assert output_count(kafka.bootstrap, names.outputs) == len(payloads)  # nothing extra either
+
+    outputs = read_outputs(kafka.bootstrap, names.outputs)
+    offsets = Counter(o.envelope["origin"]["offset"] for o in outputs)
+    assert sorted(offsets) == list(range(len(payloads))) and set(offsets.values()) == {1}
+    accepted = Counter(o.envelope["id"] for o in outputs if o.envelope["decision"] == "accepted")
+    assert max(accepted.values()) == 1
+
+    # the same input through one uninterrupted file-mode run
+    src = tmp_path / "input.jsonl"
+    src.write_bytes(b"".join(p + b"\n" for p in payloads))
+    for key, value in names.env(kafka.bootstrap).items():
+        monkeypatch.setenv(key, value)
+    curate(build_pipeline(load_settings().pipeline), [src], tmp_path / "out")
+    file_accepted = {orjson.loads(line)["id"] for line in (tmp_path / "out" / "accepted.jsonl").read_bytes().splitlines()}
+    assert set(accepted) == file_accepted
+    by_line = {}
+    for name in ("accepted", "rejected", "dead_letter"):
+        for line in (tmp_path / "out" / f"{name}.jsonl").read_bytes().splitlines():
+            env = orjson.loads(line)
+            by_line[env["origin"]["line"] - 1] = (env["decision"], env["reasons"])
+    stream = {o.envelope["origin"]["offset"]: (o.envelope["decision"], o.envelope["reasons"]) for o in outputs}
+    assert stream == by_line
+    reasons = Counter(r for _, rs in stream.values() for r in rs)
+    assert reasons["duplicate_exact"] >= 200 and reasons["duplicate_near"] > 0, reasons
