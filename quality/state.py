@@ -169,6 +169,18 @@ class Restored:
         return self.path is not None and not self.missing
 
 
+def snapshot_meta(directory: str | Path) -> dict[str, Any] | None:
+    """The ``meta`` of the current snapshot under ``directory`` without restoring it, or None."""
+    current = Path(directory) / "CURRENT"
+    if not current.exists():
+        return None
+    snap = Path(directory) / current.read_text(encoding="utf-8").strip()
+    try:
+        return dict(orjson.loads((snap / "manifest.json").read_bytes()).get("meta", {}))
+    except (OSError, orjson.JSONDecodeError):
+        return None
+
+
 def load_snapshot(stages: Sequence[Stage], directory: str | Path) -> Restored:
     """Restores every stateful stage from the current snapshot under ``directory``.
 

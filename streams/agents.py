@@ -29,8 +29,11 @@ from typing import Any, Callable, Sequence
 
 import orjson
 
+from pathlib import Path
+
 from quality.pipeline import Decision, Pipeline
 from quality.records import RawRecord
+from quality.state import save_snapshot
 from streams.config import Settings
 from streams.metrics import SieveMetrics
 from streams.recovery import Origin
@@ -127,11 +130,15 @@ class StreamWorker:
         metrics: where batch metrics go.
         skip: inputs already decided before a restart (from :func:`streams.recovery.recover`).
         highwater: ``(topic, partition) -> highwater`` of the raw topic, for the lag gauge.
+        accepted_end: ``sieve.accepted`` end offsets the recovered state covers.
+        snapshot_dir: where dedup snapshots go every ``settings.snapshot_interval_s``
+            (None: no snapshots).
     """
 
     def __init__(self, settings: Settings, pipeline: Pipeline, metrics: SieveMetrics,
                  skip: set[Origin] | None = None,
-                 highwater: Callable[[str, int], int | None] | None = None) -> None:
+                 highwater: Callable[[str, int], int | None] | None = None,
+                 accepted_end: dict[int, int] | None = None, snapshot_dir: Path | None = None) -> None:
         self.settings = settings
         self.kafka = settings.kafka
         self.pipeline = pipeline
@@ -145,6 +152,12 @@ class StreamWorker:
         self.producer: Any = None
         self.batches = 0
         self.ready = False
+        # sieve.accepted partition -> end offset this worker's state covers (for snapshots)
+        self.accepted_end: dict[int, int] = dict(accepted_end or {})
+        self.snapshot_dir = snapshot_dir
+        self.snapshot_interval_s = settings.snapshot_interval_s
+        self._last_snapshot = time.monotonic()
+        self._in_batch = False  # a batch decided but not yet fully acknowledged
 
     async def start(self) -> None:
         """Start the output producer: acks=all, idempotent, messages up to ``max_output_bytes``."""
@@ -167,7 +180,11 @@ class StreamWorker:
         Any exception ends the process (fail-stop, see the module docstring).
         """
         try:
-            return await self._handle_batch(events)
+            self._in_batch = True
+            decisions = await self._handle_batch(events)
+            self._in_batch = False
+            await self.maybe_snapshot()
+            return decisions
         except BaseException as exc:  # noqa: BLE001 - nothing may reach faust's ack-in-finally
             log.critical("batch of %d failed (%s: %s); exiting with %d before faust can commit it",
                          len(events), type(exc).__name__, exc, EXIT_DELIVERY_FAILED, exc_info=True)
@@ -204,6 +221,30 @@ class StreamWorker:
         self.metrics.observe_batch(self.pipeline, decisions, time.perf_counter() - t0, lag)
         return decisions
 
+    async def maybe_snapshot(self, force: bool = False) -> None:
+        """Snapshot the dedup state between batches, when every output so far is acknowledged.
+
+        It runs on the pipeline's own thread, so no batch mutates the indexes meanwhile;
+        ``accepted_end`` then names exactly the accepted records the state contains.
+        """
+        if self.snapshot_dir is None or self.snapshot_interval_s <= 0 or self._in_batch:
+            return  # mid-batch the state may hold examples whose envelopes are not out yet
+        if not force and time.monotonic() - self._last_snapshot < self.snapshot_interval_s:
+            return
+        meta = {"accepted_topic": self.kafka.accepted_topic,
+                "accepted_end_offsets": {str(p): o for p, o in self.accepted_end.items()}}
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        self._last_snapshot = time.monotonic()
+        try:
+            path = await loop.run_in_executor(self.executor, save_snapshot, self.pipeline.stages,
+                                              self.snapshot_dir, meta)
+        except Exception:  # noqa: BLE001 - a snapshot is a shortcut; the accepted topic stays the truth
+            log.exception("dedup snapshot to %s failed; recovery will replay more of %s", self.snapshot_dir,
+                          self.kafka.accepted_topic)
+            return
+        log.info("dedup snapshot %s in %.2fs", path.name, time.perf_counter() - t0)
+
     async def publish(self, decisions: Sequence[Decision]) -> None:
         """Produce one envelope per decision (key = example id) and await every acknowledgement."""
         limit = self.kafka.max_output_bytes
@@ -212,7 +253,9 @@ class StreamWorker:
             value = encode_envelope(d.envelope(self.versions), limit)
             futures.append(await self.producer.send(self.topics[d.decision], value=value,
                                                     key=d.id.encode("utf-8", "surrogatepass")))
-        await asyncio.gather(*futures)
+        for d, meta in zip(decisions, await asyncio.gather(*futures)):
+            if d.decision == "accepted":
+                self.accepted_end[meta.partition] = max(self.accepted_end.get(meta.partition, 0), meta.offset + 1)
 
 
 def register_agent(app: Any, raw_topic: Any, worker: StreamWorker) -> Any:
@@ -227,6 +270,8 @@ def register_agent(app: Any, raw_topic: Any, worker: StreamWorker) -> Any:
             async for events in stream.take_events(kafka.batch_max, within=kafka.batch_within_s):
                 await worker.handle_batch(events)
         finally:
+            if worker.producer is not None:  # drained cleanly: leave a fresh snapshot for the next start
+                await worker.maybe_snapshot(force=True)
             worker.ready = False
             await worker.stop()
 

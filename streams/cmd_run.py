@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from streams.app import build_app
     from streams.config import load_settings
     from streams.metrics import SieveMetrics, serve
-    from streams.recovery import recover
+    from streams.recovery import recover, snapshot_dir
     from streams.topics import ensure_topics, quiet_client_logs
 
     quiet_client_logs()
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
             bar.update(n - seen.get(topic, 0))
             seen[topic] = n
 
-        result = recover(kafka, pipeline, progress=progress)
+        result = recover(kafka, pipeline, progress=progress, state_dir=settings.state_dir)
     metrics.recovery_seconds.set(result.seconds)
     for decision, topic in (("accepted", kafka.accepted_topic), ("rejected", kafka.rejected_topic),
                             ("dead_letter", kafka.dead_letter_topic)):
@@ -103,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="sieve-faust-") as datadir:
         app, raw_topic = build_app(settings, datadir=datadir)
         worker = StreamWorker(settings, pipeline, metrics, skip=result.skip,
-                              highwater=lambda topic, partition: app.consumer.highwater(TP(topic, partition)))
+                              highwater=lambda topic, partition: app.consumer.highwater(TP(topic, partition)),
+                              accepted_end=result.accepted_end, snapshot_dir=snapshot_dir(settings.state_dir, kafka))
         state["worker"] = worker
         register_agent(app, raw_topic, worker)
         log.info("consuming %s as group %s on %s (batch_max=%d, within=%.2fs)", kafka.raw_topic,

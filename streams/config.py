@@ -60,7 +60,8 @@ class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     batches: BatchSettings = field(default_factory=BatchSettings)
-    state_dir: str = "./sieve-state"
+    state_dir: str = "./sieve-state"  # dedup snapshots (and batch state) live here
+    snapshot_interval_s: float = 300.0  # seconds between dedup snapshots of a worker; 0 = never
 
 
 def load_settings(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:

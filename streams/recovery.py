@@ -10,12 +10,17 @@ two will see some inputs again. Recovery makes the outputs idempotent anyway:
    origin offset is at or past the committed offset of its partition: those inputs
    were decided before the crash and will be redelivered, so the worker skips them
    (the **skip set**) and produces nothing new for them;
-3. rebuild the dedup state from ``sieve.accepted`` (the source of truth) by parsing
-   each accepted envelope's canonical example back into an :class:`Example` and
-   handing them to :meth:`quality.pipeline.Pipeline.warm`.
+3. rebuild the dedup state: restore the newest snapshot of the dedup indexes (if
+   any, see :mod:`quality.state`; the worker writes one every
+   ``snapshot_interval_s``), then replay ``sieve.accepted`` (the source of truth)
+   past the offsets the snapshot covers, by parsing each accepted envelope's
+   canonical example back into an :class:`Example` and handing them to
+   :meth:`quality.pipeline.Pipeline.warm`. Without a usable snapshot all of
+   ``sieve.accepted`` is replayed. Snapshots matter most for semantic dedup: an
+   envelope carries no embedding, so a replayed example is encoded again.
 
-The cost is a full read of the output topics at every start (O(all outputs));
-docs/streams.md has the numbers and the way out (snapshots) for large topics.
+The skip set still costs a full read of the output topics at every start (O(all
+outputs)); docs/streams.md has the numbers.
 """
 
 from __future__ import annotations
@@ -24,12 +29,14 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterator
 
 import orjson
 
 from quality.pipeline import Pipeline
 from quality.records import Example, ParseFailure, RawRecord, parse
+from quality.state import load_snapshot, snapshot_meta
 from streams.config import KafkaSettings
 from streams.topics import client_kwargs, output_topics
 
@@ -53,12 +60,14 @@ class RecoveryResult:
     skip: set[Origin] = field(default_factory=set)            # inputs already decided, to skip once
     scanned: dict[str, int] = field(default_factory=dict)     # output topic -> envelopes read
     warmed: int = 0                                            # accepted examples put back into the state
+    snapshot: str | None = None                                # the snapshot restored, if any
+    accepted_end: dict[int, int] = field(default_factory=dict)  # sieve.accepted partition -> end offset scanned
     unparseable_accepted: int = 0                              # accepted envelopes that did not parse back
     seconds: float = 0.0
 
     def summary(self) -> dict:
         return {"committed": self.committed, "skip": len(self.skip), "scanned": self.scanned,
-                "warmed": self.warmed, "unparseable_accepted": self.unparseable_accepted,
+                "snapshot": self.snapshot, "warmed": self.warmed, "unparseable_accepted": self.unparseable_accepted,
                 "seconds": round(self.seconds, 3)}
 
 
@@ -88,8 +97,21 @@ def committed_offsets(kafka: KafkaSettings, group_id: str | None = None) -> dict
         consumer.close()
 
 
-def scan_topic(kafka: KafkaSettings, topic: str, *, max_fetch_bytes: int | None = None) -> Iterator[bytes]:
-    """Every record value of ``topic`` from its beginning to its end as of the call.
+def end_offsets(kafka: KafkaSettings, topic: str) -> dict[int, int]:
+    """Partition -> the offset the next record of ``topic`` will get."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(enable_auto_commit=False, client_id="sieve-recovery-ends", **client_kwargs(kafka))
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        return {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
+    finally:
+        consumer.close()
+
+
+def scan_topic(kafka: KafkaSettings, topic: str, *,
+               max_fetch_bytes: int | None = None) -> Iterator[tuple[int, int, bytes]]:
+    """``(partition, offset, value)`` of every record of ``topic``, from its beginning to its end as of the call.
 
     Uses no consumer group (manual assignment), so it commits nothing.
 
@@ -117,7 +139,7 @@ def scan_topic(kafka: KafkaSettings, topic: str, *, max_fetch_bytes: int | None 
             for tp, records in batch.items():
                 for rec in records:
                     if rec.offset < end[tp]:
-                        yield rec.value
+                        yield rec.partition, rec.offset, rec.value
             for tp in list(todo):
                 if consumer.position(tp) >= end[tp]:
                     todo.discard(tp)
@@ -142,22 +164,55 @@ def example_from_envelope(env: dict) -> Example | None:
     return dataclasses.replace(parsed, id=str(env.get("id")))
 
 
+def snapshot_dir(state_dir: str | Path, kafka: KafkaSettings) -> Path:
+    """Where the worker keeps dedup snapshots: one folder per accepted topic."""
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in kafka.accepted_topic)
+    return Path(state_dir) / "dedup" / safe
+
+
+def _restore_snapshot(kafka: KafkaSettings, pipeline: Pipeline, directory: Path | None,
+                      result: RecoveryResult) -> dict[int, int]:
+    """Restores the snapshot if it belongs to this accepted topic; returns the offsets it covers."""
+    if directory is None:
+        return {}
+    meta = snapshot_meta(directory)
+    if not meta:
+        return {}
+    covered = {int(p): int(o) for p, o in (meta.get("accepted_end_offsets") or {}).items()}
+    ends = end_offsets(kafka, kafka.accepted_topic)
+    if meta.get("accepted_topic") != kafka.accepted_topic or any(o > ends.get(p, 0) for p, o in covered.items()):
+        log.warning("recovery: snapshot in %s is not of this %s (topic recreated?); replaying everything",
+                    directory, kafka.accepted_topic)
+        return {}
+    restored = load_snapshot(pipeline.stages, directory)
+    if not restored.complete:
+        log.warning("recovery: snapshot lacks state for %s; replaying all of %s", restored.missing,
+                    kafka.accepted_topic)
+        return {}
+    result.snapshot = str(restored.path)
+    return covered
+
+
 def recover(kafka: KafkaSettings, pipeline: Pipeline, *, group_id: str | None = None,
-            progress: Callable[[str, int], None] | None = None) -> RecoveryResult:
-    """Build the skip set and warm the pipeline's dedup state from the output topics.
+            progress: Callable[[str, int], None] | None = None,
+            state_dir: str | Path | None = None) -> RecoveryResult:
+    """Build the skip set and warm the pipeline's dedup state from a snapshot and the output topics.
 
     Args:
         kafka: brokers, the raw topic, the output topics and the group.
         pipeline: the worker's pipeline; its stateful stages are warmed in place.
         group_id: the consumer group (default: ``kafka.group_id``).
         progress: called as ``progress(topic, envelopes_read_so_far)`` every 1000 envelopes.
+        state_dir: the worker's state directory; its dedup snapshot (if any) is restored
+            and only the accepted envelopes it does not cover are replayed.
     """
     t0 = time.perf_counter()
     result = RecoveryResult(committed=committed_offsets(kafka, group_id))
+    covered = _restore_snapshot(kafka, pipeline, snapshot_dir(state_dir, kafka) if state_dir else None, result)
     pending: list[Example] = []
     for decision, topic in output_topics(kafka).items():
         n = 0
-        for value in scan_topic(kafka, topic):
+        for partition, offset, value in scan_topic(kafka, topic):
             n += 1
             if progress is not None and n % 1000 == 0:
                 progress(topic, n)
@@ -174,6 +229,9 @@ def recover(kafka: KafkaSettings, pipeline: Pipeline, *, group_id: str | None = 
                 if offset >= result.committed.get(partition, 0):
                     result.skip.add((kafka.raw_topic, partition, offset))
             if decision == "accepted":
+                result.accepted_end[partition] = max(result.accepted_end.get(partition, 0), offset + 1)
+                if offset < covered.get(partition, 0):  # already in the restored snapshot
+                    continue
                 ex = example_from_envelope(env)
                 if ex is None:
                     result.unparseable_accepted += 1

@@ -57,7 +57,9 @@ def test_kill_9_and_restart_loses_nothing_and_decides_like_one_run(kafka, unique
     create_topics(names, kafka.bootstrap)
     produce(kafka.bootstrap, raw, payloads[:COMMITTED_PHASE])
 
-    first = WorkerProcess(names.env(kafka.bootstrap), tmp_path / "worker1.log", tmp_path)
+    # snapshots every half second, so the restart restores one and replays only the tail
+    env = {**names.env(kafka.bootstrap), "SIEVE_SNAPSHOT_INTERVAL_S": "0.5"}
+    first = WorkerProcess(env, tmp_path / "worker1.log", tmp_path)
     try:
         first.wait_ready()
         wait_for_outputs(kafka.bootstrap, names.outputs, COMMITTED_PHASE, first)
@@ -78,7 +80,7 @@ def test_kill_9_and_restart_loses_nothing_and_decides_like_one_run(kafka, unique
     assert decided_uncommitted, "some inputs must be decided but not committed when the worker dies"
 
     produce(kafka.bootstrap, raw, payloads[FIRST_PHASE:])
-    second = WorkerProcess(names.env(kafka.bootstrap), tmp_path / "worker2.log", tmp_path)
+    second = WorkerProcess(env, tmp_path / "worker2.log", tmp_path)
     try:
         second.wait_ready()
         wait_for_outputs(kafka.bootstrap, names.outputs, len(payloads), second)
@@ -87,6 +89,10 @@ def test_kill_9_and_restart_loses_nothing_and_decides_like_one_run(kafka, unique
         second.kill()
     summary = re.search(r"recovery: (\{.*\})", second.log())
     assert summary and f"'skip': {len(decided_uncommitted)}," in summary.group(1), summary
+    assert "'snapshot': '" in summary.group(1), "the restart should restore the first worker's snapshot"
+    accepted_at_kill = sum(o.envelope["decision"] == "accepted" for o in at_kill)
+    warmed = int(re.search(r"'warmed': (\d+)", summary.group(1)).group(1))
+    assert warmed < accepted_at_kill, "with a snapshot only the accepted tail is replayed"
     assert output_count(kafka.bootstrap, names.outputs) == len(payloads)  # nothing extra either
 
     outputs = read_outputs(kafka.bootstrap, names.outputs)
