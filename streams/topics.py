@@ -90,8 +90,20 @@ def ensure_topics(kafka: KafkaSettings, topics: list[str] | None = None) -> list
         raise ValueError(f"kafka.partitions must be >= 1, got {kafka.partitions}")
     if kafka.replication_factor < 1:
         raise ValueError(f"kafka.replication_factor must be >= 1, got {kafka.replication_factor}")
+    from kafka.errors import KafkaTimeoutError
+
     wanted = topics if topics is not None else worker_topics(kafka)
-    admin = KafkaAdminClient(request_timeout_ms=ADMIN_TIMEOUT_MS, client_id="sieve-admin", **client_kwargs(kafka))
+    try:
+        admin = KafkaAdminClient(request_timeout_ms=ADMIN_TIMEOUT_MS, client_id="sieve-admin",
+                                 **client_kwargs(kafka))
+    except KafkaTimeoutError as exc:
+        # kafka-python does not name authentication failures: say what to check
+        raise ValueError(
+            f"cannot reach Kafka at kafka.brokers={kafka.brokers!r} with "
+            f"kafka.security_protocol={kafka.security_protocol!r}"
+            f"{f', kafka.sasl_mechanism={kafka.sasl_mechanism!r}' if kafka.sasl_mechanism else ''} "
+            f"({type(exc).__name__}: {exc}). Check the address, that the broker is up, and the "
+            "SASL/SSL settings (a wrong password or an untrusted certificate looks like this too)") from exc
     try:
         missing = [t for t in dict.fromkeys(wanted) if t not in set(admin.list_topics())]
         if missing:
