@@ -110,7 +110,7 @@ class ScoringSettings:
     reward_model: str | None = None
     reward_max_tokens: int = 512
     reward_batch_size: int = 16
-    min_margin: float | None = -1.0
+    min_margin: float | None = -0.5
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ configuration:
 
 examples:
   sieve curate data.jsonl --out out/          # file mode: accepted/rejected/dead_letter + summary
+  sieve score data.jsonl --out scored.jsonl   # every record with every score, nothing dropped
   sieve run                                   # stream worker on the configured brokers
   sieve demo                                  # local broker + worker + producer, live counts
 """

@@ -1,0 +1,1 @@
+"""The shipped default heads (weights, metadata and model card); a package so that they install as package data."""
