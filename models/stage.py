@@ -24,6 +24,8 @@ import functools
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
 from models import DEFAULT_HEAD_DIR
 from models.encoder import Encoder
 from models.heads import Head, features, load_head
@@ -123,6 +125,13 @@ class ModelScoreStage(Stage):
         elif self.reward_head is not None:
             out["reward_head"] = self.reward_head.version()
         return out
+
+    def embed_examples(self, examples: Sequence[Example]) -> np.ndarray:
+        """The embedding ``check_batch`` stores for each example, for examples that never passed
+        through it (accepted ones replayed from ``sieve.accepted`` after a restart)."""
+        seg = self.encoder.encode_segments([ex.prompt_text for ex in examples],
+                                           [ex.response_text for ex in examples])
+        return seg.example
 
     def check_batch(self, batch: Sequence[Example]) -> list[Verdict]:
         prompts: list[str] = []

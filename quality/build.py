@@ -49,11 +49,14 @@ def build_stages(settings: PipelineSettings) -> list[Stage]:
         stages.append(NearDedup(threshold=n.threshold, num_perm=n.num_perm, ngram=n.ngram, fields=n.fields,
                                 bands=n.bands, rows=n.rows, seed=n.seed))
     # the model stage (encoder + quality head) goes here, before semantic dedup, which reads its embedding
-    stages += _model_stages(settings)
+    model = _model_stages(settings)
+    stages += model
     s_ = settings.semantic_dedup
     if s_.enabled:
+        # replayed accepted examples (recovery) carry no embedding: the model stage computes it
+        embed_examples = getattr(model[0], "embed_examples", None) if model else None
         stages.append(SemanticDedup(threshold=s_.threshold, flat_max=s_.flat_max, hnsw_m=s_.hnsw_m,
-                                    ef_search=s_.ef_search))
+                                    ef_search=s_.ef_search, embed_examples=embed_examples))
     if settings.scoring.enabled and settings.scoring.min_margin is not None:
         stages.append(PairMarginCheck(min_margin=settings.scoring.min_margin))
     return stages

@@ -179,6 +179,7 @@ class SemanticDedup(Stage):
     def __init__(self, *, threshold: float = 0.95, flat_max: int = 50_000, hnsw_m: int = 32, ef_search: int = 64,
                  embed: Callable[[list[str]], np.ndarray] | None = None,
                  embed_text: Callable[[Example], str] | None = None,
+                 embed_examples: Callable[[list[Example]], np.ndarray] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         if not -1.0 <= threshold <= 1.0:
@@ -190,7 +191,7 @@ class SemanticDedup(Stage):
         # faiss is imported at the first embedding, so pipelines without an encoder never need it
         self.index_settings = {"flat_max": flat_max, "hnsw_m": hnsw_m, "ef_search": ef_search}
         self.index: VectorIndex | None = None
-        self.embed, self.clock = embed, clock
+        self.embed, self.embed_examples, self.clock = embed, embed_examples, clock
         self.embed_text = embed_text or (lambda ex: f"{ex.prompt_text}\n{ex.response_text}")
 
     def _index(self, dim: int) -> VectorIndex:
@@ -231,7 +232,10 @@ class SemanticDedup(Stage):
         missing = [ex for ex in accepted if ex.features.get("embedding") is None
                    and (self.index is None or ex.id not in self.index)]
         vecs = [np.asarray(ex.features["embedding"], dtype=np.float32).ravel() for ex in have]
-        if missing and self.embed is not None:
+        if missing and self.embed_examples is not None:  # the model stage's own embedding of an example
+            vecs += list(np.asarray(self.embed_examples(list(missing)), dtype=np.float32))
+            have += missing
+        elif missing and self.embed is not None:
             vecs += list(np.asarray(self.embed([self.embed_text(ex) for ex in missing]), dtype=np.float32))
             have += missing
         if have:

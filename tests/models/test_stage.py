@@ -134,3 +134,33 @@ def test_bad_scoring_settings_are_named():
         ModelScoreStage.from_settings(ScoringSettings(device="cpu", per_source=("web",)))
     with pytest.raises(ValueError, match="must be a quality head"):
         ModelScoreStage(None, quality_head=load_head(DEFAULT_HEAD_DIR, "reward"))
+
+
+def test_warmed_pipeline_decides_semantic_duplicates_like_the_one_that_accepted():
+    """Recovery replays accepted examples without embeddings: the semantic index must get the
+    same vectors the model stage gave them, so a restarted worker decides as the old one."""
+    import dataclasses
+
+    import orjson
+
+    from quality.build import build_pipeline
+    from quality.config import PipelineSettings, SemanticDedupSettings
+    from quality.records import RawRecord, parse
+
+    settings = PipelineSettings(semantic_dedup=SemanticDedupSettings(threshold=0.9),
+                                near_dedup=dataclasses.replace(PipelineSettings().near_dedup, enabled=False))
+    first = {"id": "a", "instruction": "Explain why the sky looks blue during the day.",
+             "output": "Sunlight scatters off air molecules; blue light scatters most (Rayleigh scattering)."}
+    again = {"id": "b", "instruction": "Explain why the sky looks blue in the daytime.",
+             "output": "Sunlight scatters off air molecules, and blue light scatters the most (Rayleigh scattering)."}
+    raw = lambda obj, i: RawRecord(orjson.dumps(obj), {"file": "t", "line": i})  # noqa: E731
+
+    original = build_pipeline(settings)
+    assert [d.decision for d in original.process([raw(first, 1)])] == ["accepted"]
+    (dup,) = original.process([raw(again, 2)])
+
+    restarted = build_pipeline(settings)
+    restarted.warm([parse(raw(first, 1))])  # as recovery does: no features on the example
+    (dup_after_restart,) = restarted.process([raw(again, 2)])
+    assert dup.reasons == dup_after_restart.reasons == ["duplicate_semantic"]
+    assert dup.scores["semantic_similarity"] == pytest.approx(dup_after_restart.scores["semantic_similarity"], abs=1e-4)
