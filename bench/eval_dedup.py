@@ -67,19 +67,9 @@ def prf(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    s = scores[order]
-    i = 0
-    while i < len(s):  # average ranks of ties
-        j = i
-        while j + 1 < len(s) and s[j + 1] == s[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    pos = labels.astype(bool)
-    n_pos, n_neg = pos.sum(), (~pos).sum()
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    from models.metrics import auroc
+
+    return auroc(labels, scores)
 
 
 def embed(texts: list[str], cache: Path, name: str) -> np.ndarray:

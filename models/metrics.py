@@ -1,4 +1,4 @@
-"""Evaluation metrics in numpy (no scikit-learn needed at run time)."""
+"""Evaluation metrics for the scoring heads (AUROC, precision at an accept rate, pairwise accuracy)."""
 
 from __future__ import annotations
 
@@ -6,23 +6,18 @@ import numpy as np
 
 
 def auroc(y: np.ndarray, score: np.ndarray) -> float:
-    """Area under the ROC curve: P(score of a positive > score of a negative), ties counted half."""
+    """Area under the ROC curve: P(score of a positive > score of a negative), ties counted half.
+
+    scikit-learn's implementation (installed with sentence-transformers); this wrapper
+    only names the failure when one class is missing.
+    """
+    from sklearn.metrics import roc_auc_score
+
     y = np.asarray(y).astype(bool)
-    s = np.asarray(score, dtype=np.float64)
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         raise ValueError(f"auroc needs both classes, got {n_pos} positives and {n_neg} negatives")
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s), dtype=np.float64)
-    sorted_s = s[order]
-    i = 0
-    while i < len(s):  # average ranks over ties
-        j = i
-        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(roc_auc_score(y, np.asarray(score, dtype=np.float64)))
 
 
 def precision_at_rate(y: np.ndarray, score: np.ndarray, rate: float) -> float:
