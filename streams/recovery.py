@@ -212,7 +212,7 @@ def recover(kafka: KafkaSettings, pipeline: Pipeline, *, group_id: str | None = 
     pending: list[Example] = []
     for decision, topic in output_topics(kafka).items():
         n = 0
-        for partition, offset, value in scan_topic(kafka, topic):
+        for out_partition, out_offset, value in scan_topic(kafka, topic):
             n += 1
             if progress is not None and n % 1000 == 0:
                 progress(topic, n)
@@ -225,12 +225,12 @@ def recover(kafka: KafkaSettings, pipeline: Pipeline, *, group_id: str | None = 
                 continue
             origin = env.get("origin") or {}
             if origin.get("topic") == kafka.raw_topic and "partition" in origin and "offset" in origin:
-                partition, offset = int(origin["partition"]), int(origin["offset"])
-                if offset >= result.committed.get(partition, 0):
-                    result.skip.add((kafka.raw_topic, partition, offset))
-            if decision == "accepted":
-                result.accepted_end[partition] = max(result.accepted_end.get(partition, 0), offset + 1)
-                if offset < covered.get(partition, 0):  # already in the restored snapshot
+                in_partition, in_offset = int(origin["partition"]), int(origin["offset"])
+                if in_offset >= result.committed.get(in_partition, 0):
+                    result.skip.add((kafka.raw_topic, in_partition, in_offset))
+            if decision == "accepted":  # positions in sieve.accepted, not in the input
+                result.accepted_end[out_partition] = max(result.accepted_end.get(out_partition, 0), out_offset + 1)
+                if out_offset < covered.get(out_partition, 0):  # already in the restored snapshot
                     continue
                 ex = example_from_envelope(env)
                 if ex is None:

@@ -118,3 +118,61 @@ def test_kill_9_and_restart_loses_nothing_and_decides_like_one_run(kafka, unique
     assert stream == by_line
     reasons = Counter(r for _, rs in stream.values() for r in rs)
     assert reasons["duplicate_exact"] >= 200 and reasons["duplicate_near"] > 0, reasons
+
+
+def test_snapshot_plus_tail_uses_accepted_positions_not_input_positions(kafka, unique_topic, tmp_path):
+    """Inputs from 2 raw partitions, decisions on a 1-partition accepted topic, a snapshot after
+    8 of 12 accepted: recovery must replay exactly the 4 after it (their input offsets are
+    lower than the snapshot's accepted offset) and then decide copies like a worker that
+    never stopped."""
+    import dataclasses
+
+    from kafka import KafkaProducer
+    from kafka.admin import KafkaAdminClient
+
+    from quality.config import PipelineSettings
+    from quality.records import RawRecord
+    from quality.state import save_snapshot
+    from streams.config import KafkaSettings
+    from streams.recovery import recover, snapshot_dir
+
+    base = PipelineSettings()
+    settings = dataclasses.replace(base, scoring=dataclasses.replace(base.scoring, enabled=False),
+                                   semantic_dedup=dataclasses.replace(base.semantic_dedup, enabled=False))
+    names = {k: f"{unique_topic}.{k}" for k in ("raw", "accepted", "rejected", "dead-letter")}
+    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    admin.create_topics({names["raw"]: {"num_partitions": 2, "replication_factor": 1},
+                         **{names[k]: {"num_partitions": 1, "replication_factor": 1}
+                            for k in ("accepted", "rejected", "dead-letter")}}, wait_for_metadata=True)
+    admin.close()
+    ks = KafkaSettings(brokers=kafka.bootstrap, raw_topic=names["raw"], accepted_topic=names["accepted"],
+                       rejected_topic=names["rejected"], dead_letter_topic=names["dead-letter"],
+                       group_id=f"{unique_topic}-g")
+    rows = [orjson.loads(line) for line in slice_lines()[:12]]
+    origins = [(1, i) for i in range(8)] + [(0, i) for i in range(4)]
+    raws = [RawRecord(orjson.dumps(r), {"topic": names["raw"], "partition": p, "offset": o})
+            for r, (p, o) in zip(rows, origins)]
+    original = build_pipeline(settings)
+    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
+    state = tmp_path / "state"
+
+    def publish(decisions):
+        for d in decisions:
+            assert d.decision == "accepted", d.reasons
+            producer.send(names["accepted"], orjson.dumps(d.envelope(original.versions())), partition=0)
+        producer.flush()
+
+    publish(original.process(raws[:8]))
+    save_snapshot(original.stages, snapshot_dir(state, ks),
+                  {"accepted_topic": names["accepted"], "accepted_end_offsets": {"0": 8}})
+    publish(original.process(raws[8:]))
+    producer.close()
+
+    restarted = build_pipeline(settings)
+    result = recover(ks, restarted, state_dir=state)
+    assert result.snapshot is not None and result.warmed == 4
+    assert result.accepted_end == {0: 12}
+    copies = [RawRecord(orjson.dumps({**r, "id": f"{r['id']}-copy"}), {"file": "c", "line": i})
+              for i, r in enumerate(rows)]
+    assert [d.reasons for d in restarted.process(copies)] == [d.reasons for d in original.process(copies)]
+    assert all(d.reasons == ["duplicate_exact"] for d in restarted.process(copies))
