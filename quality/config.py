@@ -29,7 +29,7 @@ class FilterSettings:
     min_response_chars: int = 1
     min_total_words: int = 3
     max_total_chars: int = 60_000
-    repetition_min_words: int = 40
+    repetition_min_words: int = 100  # n-gram repetition rules apply from this many words
     refusal_apply_to_pairs: bool = False
 
 

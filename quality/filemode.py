@@ -39,6 +39,8 @@ def read_records(paths: Sequence[Path], counts: Counter | None = None) -> Iterat
         with open_binary(path) as fh:
             for lineno, line in enumerate(fh, start=1):
                 line = line.rstrip(b"\r\n")
+                if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):  # a UTF-8 BOM is no JSON
+                    line = line[3:]
                 if not line.strip():
                     if counts is not None:
                         counts["blank_lines_skipped"] += 1

@@ -30,8 +30,13 @@ def _fraction(name: str, value: float) -> None:
 
 
 def _responses(ex: Example) -> list[str]:
-    """The texts that are trained on: the response, or both sides of a pair."""
-    return [ex.response_text] if ex.kind == "sft" else [ex.response_text, ex.rejected_text]
+    """The text whose quality these filters judge: the response, or a pair's chosen side.
+
+    A pair's rejected side is meant to be worse (a degenerate or repetitive answer makes
+    a useful pair), so only its emptiness matters, and :class:`quality.pairs.PairStructureFilter`
+    checks that (``pair_empty_side``).
+    """
+    return [ex.response_text]
 
 
 class EmptyFilter(Stage):
@@ -129,7 +134,11 @@ class RepetitionFilter(Stage):
     """Gopher-style repetition rules (Rae et al. 2021, as in datatrove's GopherRepetitionFilter).
 
     Lines shorter than ``min_line_chars`` (braces, blank lines) are ignored so that code
-    passes. N-gram rules apply only to responses of ``min_words`` or more.
+    passes. The top-n-gram rules apply from ``min_words`` words: below 100 they flagged
+    worked GSM8K solutions, small programs and classification lists (reviewed on the dev
+    data), where repeating a phrase is the right answer's shape. The duplicated-n-gram
+    rules (loops) apply from ``dup_ngram_min_words``. Measured on the dev instruction sets:
+    at most 0.5% of any source rejected, 88% of injected repetition loops caught.
     """
 
     name = "repetition"
@@ -138,7 +147,7 @@ class RepetitionFilter(Stage):
     def __init__(self, *, dup_line_frac: float = 0.3, dup_line_char_frac: float = 0.2,
                  top_ngram_char_frac: Mapping[int, float] | None = None,
                  dup_ngram_char_frac: Mapping[int, float] | None = None,
-                 min_words: int = 40, min_line_chars: int = 8) -> None:
+                 min_words: int = 100, dup_ngram_min_words: int = 40, min_line_chars: int = 8) -> None:
         super().__init__()
         _fraction("dup_line_frac", dup_line_frac)
         _fraction("dup_line_char_frac", dup_line_char_frac)
@@ -146,12 +155,13 @@ class RepetitionFilter(Stage):
         self.dup_line_char_frac = dup_line_char_frac
         # Gopher's web-document limits (0.20/0.18/0.16, 0.15..0.10) reject 5-20% of real
         # instruction responses, which are short and list-like; these looser limits keep
-        # >99% of them and still catch ~89% of injected repetition loops (bench/eval).
+        # >99.5% of them (see the class docstring for the measured figures).
         self.top_ngram = dict(top_ngram_char_frac or {2: 0.40, 3: 0.35, 4: 0.30})
-        self.dup_ngram = dict(dup_ngram_char_frac or {5: 0.50, 8: 0.45, 10: 0.40})
+        self.dup_ngram = dict(dup_ngram_char_frac or {5: 0.60, 8: 0.55, 10: 0.50})
         for n, frac in {**self.top_ngram, **self.dup_ngram}.items():
             _fraction(f"n-gram fraction for n={n}", frac)
         self.min_words = min_words
+        self.dup_ngram_min_words = dup_ngram_min_words
         self.min_line_chars = min_line_chars
 
     def check(self, ex: Example) -> Verdict:
@@ -171,22 +181,23 @@ class RepetitionFilter(Stage):
             if char_frac > self.dup_line_char_frac:
                 return f"dup_line_char_frac={char_frac:.2f}"
         words = _WORD.findall(text.lower())
-        if len(words) < self.min_words:
-            return None
-        for n, limit in self.top_ngram.items():
-            frac = _top_ngram_char_frac(words, n)
-            if frac > limit:
-                return f"top_{n}gram_char_frac={frac:.2f}"
-        for n, limit in self.dup_ngram.items():
-            frac = _dup_ngram_char_frac(words, n)
-            if frac > limit:
-                return f"dup_{n}gram_char_frac={frac:.2f}"
+        if len(words) >= self.min_words:
+            for n, limit in self.top_ngram.items():
+                frac = _top_ngram_char_frac(words, n)
+                if frac > limit:
+                    return f"top_{n}gram_char_frac={frac:.2f}"
+        if len(words) >= self.dup_ngram_min_words:
+            for n, limit in self.dup_ngram.items():
+                frac = _dup_ngram_char_frac(words, n)
+                if frac > limit:
+                    return f"dup_{n}gram_char_frac={frac:.2f}"
         return None
 
     def version(self) -> Mapping[str, Any]:
         return {"dup_line_frac": self.dup_line_frac, "dup_line_char_frac": self.dup_line_char_frac,
                 "top_ngram": {str(k): v for k, v in self.top_ngram.items()},
-                "dup_ngram": {str(k): v for k, v in self.dup_ngram.items()}, "min_words": self.min_words}
+                "dup_ngram": {str(k): v for k, v in self.dup_ngram.items()}, "min_words": self.min_words,
+                "dup_ngram_min_words": self.dup_ngram_min_words}
 
 
 # Disclaimers that mark a canned answer wherever they appear.

@@ -1,9 +1,10 @@
 """Text normalization applied to every field before any check.
 
-Unicode NFC; exotic spaces (NBSP, ideographic, thin...) become plain spaces; BOM
-and zero-width characters go; ``\\r\\n`` and ``\\r`` become ``\\n``; trailing
-spaces on each line go; runs of more than two blank lines collapse; the ends are
-trimmed. Leading indentation is kept: code examples need it. Control characters
+Unicode NFC; exotic spaces (NBSP, ideographic, thin...) become plain spaces; BOM,
+zero-width space and word joiner go (ZWJ/ZWNJ stay); ``\\r\\n`` and ``\\r`` become ``\\n``; trailing
+spaces on each line go; runs of more than two blank lines collapse; blank lines at the ends and trailing
+whitespace are trimmed, and so is the first line's indentation unless later lines are
+indented too (code completions such as HumanEval bodies start indented and need it). Control characters
 other than tab and newline are kept so the encoding filter can see them.
 """
 
@@ -16,7 +17,10 @@ import unicodedata
 from quality.records import Example, Message
 
 _SPACES = re.compile("[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
-_INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff]")
+# ZWJ/ZWNJ (U+200D, U+200C) stay: emoji sequences and Persian or Indic spelling need them
+_INVISIBLE = re.compile("[\u200b\u2060\ufeff]")
+_LEADING_BLANK_LINES = re.compile(r"\A(?:[ \t]*\n)+")
+_INDENTED_LATER = re.compile(r"\n[ \t]+\S")
 _TRAILING = re.compile(r"[ \t]+\n")
 _BLANK_RUNS = re.compile(r"\n{3,}")
 
@@ -32,7 +36,11 @@ def normalize_text(text: str) -> str:
         out = out.replace("\r\n", "\n").replace("\r", "\n")
     out = _TRAILING.sub("\n", out)
     out = _BLANK_RUNS.sub("\n\n", out)
-    return out.strip()
+    out = _LEADING_BLANK_LINES.sub("", out).rstrip()
+    # keep the first line's indentation only in indented (code-like) text: "    return x\n    ..."
+    if out[:1] in (" ", "\t") and not _INDENTED_LATER.search(out):
+        out = out.lstrip()
+    return out
 
 
 def _messages(msgs: tuple[Message, ...]) -> tuple[Message, ...]:

@@ -28,6 +28,9 @@ from quality.reasons import Reason
 Kind = Literal["sft", "preference"]
 FORMATS = ("alpaca", "openai", "sharegpt", "preference")
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
+#: Longest accepted ``id`` and ``source``: they travel as Kafka keys and metric labels.
+MAX_ID_CHARS = 512
+MAX_SOURCE_CHARS = 256
 
 _SHAREGPT_ROLES = {
     "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
@@ -223,13 +226,18 @@ def _id_of(obj: Mapping[str, Any], fallback: str) -> str:
         return fallback
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise _SchemaError(f"'id' must be a string or integer, got {type(value).__name__}")
-    return str(value)
+    value = str(value)
+    if len(value) > MAX_ID_CHARS:
+        raise _SchemaError(f"'id' is {len(value)} characters, over the limit of {MAX_ID_CHARS}")
+    return value
 
 
 def _common(obj: Mapping[str, Any]) -> dict[str, Any]:
     source = obj.get("source", obj.get("app"))
     if source is not None and not isinstance(source, str):
         raise _SchemaError(f"'source' must be a string, got {type(source).__name__}")
+    if source is not None and len(source) > MAX_SOURCE_CHARS:
+        raise _SchemaError(f"'source' is {len(source)} characters, over the limit of {MAX_SOURCE_CHARS}")
     metadata = obj.get("metadata", {})
     if metadata is None:
         metadata = {}
@@ -289,8 +297,10 @@ def _message_list(value: Any, key: str, *, role_key: str = "role", content_key: 
             if role.lower() not in roles:
                 raise _SchemaError(f"{where}: unknown {role_key} {role[:40]!r}")
             role = roles[role.lower()]
-        elif role not in _OPENAI_ROLES:
+        elif role.lower() not in _OPENAI_ROLES:
             raise _SchemaError(f"{where}: unknown role {role[:40]!r}; expected one of {sorted(_OPENAI_ROLES)}")
+        else:
+            role = role.lower()
         if content_key not in item or item[content_key] is None:
             raise _SchemaError(f"{where} has no '{content_key}'")
         out.append(Message(role, _content(item[content_key], where)))

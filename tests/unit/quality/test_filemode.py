@@ -34,3 +34,10 @@ def test_every_line_in_exactly_one_output(tmp_path, mit_sample):
 def test_missing_input_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.jsonl"):
         curate(build_pipeline(), [tmp_path / "nope.jsonl"], tmp_path / "out")
+
+
+def test_a_bom_on_the_first_line_is_not_a_dead_letter(tmp_path):
+    src = tmp_path / "bom.jsonl"
+    src.write_bytes(b'\xef\xbb\xbf{"id": "b1", "instruction": "Name a prime.", "output": "Seven."}\r\n')
+    summary = curate(build_pipeline(), [src], tmp_path / "out")
+    assert summary["decisions"] == {"accepted": 1}

@@ -32,7 +32,7 @@ def test_empty():
     f = EmptyFilter()
     check(f, sft("Say hi", "   \n "), Reason.EMPTY_RESPONSE)
     check(f, sft("  ", "Hello there"), Reason.EMPTY_PROMPT)
-    check(f, ex({"prompt": "Q?", "chosen": "yes", "rejected": " "}), Reason.EMPTY_RESPONSE)
+    check(f, ex({"prompt": "Q?", "chosen": " ", "rejected": "no"}), Reason.EMPTY_RESPONSE)
     check(f, sft("Say hi", "Hi"), None)
 
 
@@ -116,3 +116,20 @@ def test_exact_index_snapshot_roundtrip():
     restored = ExactDedup(ExactIndex.restore(d.index.snapshot()))
     (v,) = restored([sft("Name a colour", "Blue")])
     assert v.reason == Reason.DUPLICATE_EXACT
+
+
+def test_pairs_are_judged_on_the_chosen_side():
+    """A degenerate rejected answer makes a useful pair; its emptiness is PairStructureFilter's job."""
+    loop = "\n".join(["1. Advanced Graphic Design course"] * 6)
+    pair = ex({"prompt": "Name courses for graphic design",
+               "chosen": "Take typography, colour theory and layout courses.", "rejected": loop})
+    check(RepetitionFilter(), pair, None)
+    check(EmptyFilter(), ex({"prompt": "Q?", "chosen": "yes", "rejected": " "}), None)
+    check(RepetitionFilter(), ex({"prompt": "Q?", "chosen": loop, "rejected": "fine"}), Reason.REPETITIVE)
+
+
+def test_repetition_keeps_worked_arithmetic():
+    solution = ("He writes 50 words a minute, so in an hour he writes 50 * 60 = <<50*60=3000>>3000 words.\n"
+                "The number of words in 4 hours is 3000 * 4 = <<3000*4=12000>>12000 words.\n"
+                "The number of words in 2 days is 12000 * 2 = <<12000*2=24000>>24000 words.\n#### 24000")
+    check(RepetitionFilter(), sft("How many words does he write?", solution), None)

@@ -152,3 +152,13 @@ def test_big_integers_are_valid_json():
     assert isinstance(p(b'{"instruction": "x", "output": "y", "metadata": {"n": 18446744073709551616}}'), Example)
     out = p(b'{"instruction": "x", "output": "y", "metadata": {"n": NaN}}')
     assert isinstance(out, ParseFailure) and out.reason == Reason.INVALID_JSON
+
+
+def test_role_case_and_overlong_ids():
+    ex = p({"messages": [{"role": "USER", "content": "q"}, {"role": "Assistant", "content": "a"}]})
+    assert [m.role for m in ex.messages] == ["user", "assistant"]
+    out = p({"id": "x" * 600, "instruction": "q", "output": "a"})
+    assert isinstance(out, ParseFailure) and out.reason == Reason.SCHEMA_ERROR and "600" in out.error
+    assert out.id == "in.jsonl:7"  # the origin id, not the unusable one
+    out = p({"source": "s" * 300, "instruction": "q", "output": "a"})
+    assert isinstance(out, ParseFailure) and out.reason == Reason.SCHEMA_ERROR

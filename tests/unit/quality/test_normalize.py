@@ -1,0 +1,18 @@
+from quality.normalize import normalize_text
+
+
+def test_whitespace_is_standardized_and_trimmed():
+    assert normalize_text("\u00a0 Hello\u3000world \r\n\r\n\r\n\r\nBye \n") == "Hello world\n\nBye"
+    assert normalize_text("caf\u0065\u0301") == "caf\u00e9"  # NFC
+    assert normalize_text("\ufeffzero\u200bwidth") == "zerowidth"
+
+
+def test_code_indentation_survives_the_first_line_too():
+    body = "\n    if x:\n        return 1\n    return 2\n"
+    assert normalize_text(body) == "    if x:\n        return 1\n    return 2"
+
+
+def test_joiners_that_carry_meaning_stay():
+    family = "\U0001F468\u200d\U0001F469\u200d\U0001F467"
+    assert normalize_text(family) == family
+    assert normalize_text("\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645") == "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"
