@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 EXIT_DELIVERY_FAILED = 75
 #: Error text kept in an envelope that had to be shrunk.
 MAX_ERROR_CHARS = 4096
+#: Bytes a Kafka record needs beyond its key and value (headers, batch framing), kept free.
+RECORD_OVERHEAD_BYTES = 512
+#: Longest message key kept in an envelope's origin (the rest is cut).
+MAX_ORIGIN_KEY_BYTES = 1024
 
 
 class OutputTooLarge(RuntimeError):
@@ -88,7 +92,9 @@ def raw_from_event(event: Any) -> RawRecord:
     origin: dict[str, Any] = {"topic": m.topic, "partition": m.partition, "offset": m.offset}
     if m.key is not None:
         key = m.key if isinstance(m.key, bytes) else str(m.key).encode()
-        origin["key"] = key.decode("utf-8", "backslashreplace")
+        origin["key"] = key[:MAX_ORIGIN_KEY_BYTES].decode("utf-8", "backslashreplace")
+        if len(key) > MAX_ORIGIN_KEY_BYTES:
+            origin["key_truncated"] = True
     value = m.value if m.value is not None else b""
     return RawRecord(bytes(value) if not isinstance(value, bytes) else value, origin)
 
@@ -201,6 +207,7 @@ class StreamWorker:
             origin = (m.topic, m.partition, m.offset)
             if origin in self.skip or origin in self.recent:  # already decided: its envelope is out
                 self.skip.discard(origin)
+                self.recent.add(origin)  # a second redelivery (rebalance before a commit) is skipped too
                 self.metrics.skipped.inc()
                 continue
             raws.append(raw_from_event(event))
@@ -246,15 +253,30 @@ class StreamWorker:
         log.info("dedup snapshot %s in %.2fs", path.name, time.perf_counter() - t0)
 
     async def publish(self, decisions: Sequence[Decision]) -> None:
-        """Produce one envelope per decision (key = example id) and await every acknowledgement."""
-        limit = self.kafka.max_output_bytes
-        futures = []
+        """Produce one envelope per decision (key = example id) and await every acknowledgement.
+
+        An envelope that cannot fit in one Kafka message even after shrinking goes to the
+        dead-letter topic as a small ``too_large`` envelope instead: bad input must not stop
+        the worker (a restart would meet the same input again).
+        """
+        futures, sent_to = [], []
         for d in decisions:
-            value = encode_envelope(d.envelope(self.versions), limit)
-            futures.append(await self.producer.send(self.topics[d.decision], value=value,
-                                                    key=d.id.encode("utf-8", "surrogatepass")))
-        for d, meta in zip(decisions, await asyncio.gather(*futures)):
-            if d.decision == "accepted":
+            key = d.id.encode("utf-8", "surrogatepass")
+            topic = self.topics[d.decision]
+            try:
+                value = encode_envelope(d.envelope(self.versions), self.kafka.max_output_bytes - len(key)
+                                        - RECORD_OVERHEAD_BYTES)
+            except OutputTooLarge as exc:
+                log.warning("envelope of an input at %s too large for Kafka; dead-lettered", dict(d.origin))
+                topic = self.topics["dead_letter"]
+                value = orjson.dumps({"id": d.id, "decision": "dead_letter", "reasons": ["too_large"],
+                                      "scores": {}, "example": None, "origin": dict(d.origin), "raw": None,
+                                      "error": f"{exc} (pipeline decision was {d.decision}: {d.reasons})",
+                                      "versions": self.versions})
+            futures.append(await self.producer.send(topic, value=value, key=key))
+            sent_to.append(topic)
+        for topic, meta in zip(sent_to, await asyncio.gather(*futures)):
+            if topic == self.kafka.accepted_topic:
                 self.accepted_end[meta.partition] = max(self.accepted_end.get(meta.partition, 0), meta.offset + 1)
 
 

@@ -168,3 +168,30 @@ def test_three_partitions_every_input_once(kafka, unique_topic, unique_group, tm
     origins = Counter((o.envelope["origin"]["partition"], o.envelope["origin"]["offset"]) for o in outputs)
     assert len(origins) == len(payloads) and set(origins.values()) == {1}
     assert {p for p, _ in origins} == {0, 1, 2}
+
+
+def test_an_envelope_too_large_for_kafka_is_dead_lettered_and_the_worker_goes_on(kafka, unique_topic, unique_group,
+                                                                                 tmp_path):
+    """A valid example whose envelope exceeds kafka.max_output_bytes must not stop the worker
+    (a restart would meet the same input again): it becomes a small too_large dead letter."""
+    names = Names(unique_topic, unique_group)
+    rows = [orjson.loads(line) for line in slice_lines()]
+    long_answer = "\n\n".join(r["output"] for r in rows if isinstance(r.get("output"), str))[:40_000]
+    big = orjson.dumps({"id": "big-1", "instruction": "Write a very long recipe.", "output": long_answer})
+    payloads = [big] + slice_lines()[:10]
+    create_topics(names, kafka.bootstrap)
+    produce(kafka.bootstrap, f"{names.base}.raw", payloads)
+    env = {**names.env(kafka.bootstrap), "SIEVE_KAFKA__MAX_OUTPUT_BYTES": "20000"}
+    assert 20_000 < len(big) < MAX_MESSAGE_BYTES
+    worker = WorkerProcess(env, tmp_path / "worker.log", tmp_path)
+    try:
+        worker.wait_ready()
+        wait_for_outputs(kafka.bootstrap, names.outputs, len(payloads), worker)
+        assert worker.terminate() == 0, worker.log()[-2000:]
+    finally:
+        worker.kill()
+    outputs = {o.envelope["origin"]["offset"]: o.envelope for o in read_outputs(kafka.bootstrap, names.outputs)}
+    assert sorted(outputs) == list(range(len(payloads)))
+    assert outputs[0]["decision"] == "dead_letter" and outputs[0]["reasons"] == ["too_large"]
+    assert outputs[0]["id"] == "big-1" and "max_output_bytes" in outputs[0]["error"]
+    assert "pipeline decision was accepted" in outputs[0]["error"]
