@@ -33,7 +33,7 @@ from pathlib import Path
 
 from quality.pipeline import Decision, Pipeline
 from quality.records import RawRecord
-from quality.state import save_snapshot
+from quality.state import DedupWindow, save_snapshot
 from streams.config import Settings
 from streams.metrics import SieveMetrics
 from streams.recovery import Origin
@@ -90,6 +90,8 @@ def raw_from_event(event: Any) -> RawRecord:
     """A raw record of a faust event: its value bytes and origin (topic, partition, offset, key)."""
     m = event.message
     origin: dict[str, Any] = {"topic": m.topic, "partition": m.partition, "offset": m.offset}
+    if getattr(m, "timestamp", None):  # Kafka record time (ms): the dedup time window's clock
+        origin["timestamp"] = m.timestamp
     if m.key is not None:
         key = m.key if isinstance(m.key, bytes) else str(m.key).encode()
         origin["key"] = key[:MAX_ORIGIN_KEY_BYTES].decode("utf-8", "backslashreplace")
@@ -164,6 +166,7 @@ class StreamWorker:
         self.snapshot_interval_s = settings.snapshot_interval_s
         self._last_snapshot = time.monotonic()
         self._in_batch = False  # a batch decided but not yet fully acknowledged
+        self.window = DedupWindow(pipeline.stages, settings.pipeline.dedup_window_s)
 
     async def start(self) -> None:
         """Start the output producer: acks=all, idempotent, messages up to ``max_output_bytes``."""
@@ -216,6 +219,10 @@ class StreamWorker:
             loop = asyncio.get_running_loop()
             decisions = await loop.run_in_executor(self.executor, self.pipeline.process, raws)
             await self.publish(decisions)
+            if self.window.window_s > 0:  # forget accepted examples older than pipeline.dedup_window_s
+                expired = await loop.run_in_executor(self.executor, self.window.tick)
+                if expired:
+                    log.info("dedup window: forgot %s", expired)
             for raw in raws:
                 self.recent.add((raw.origin["topic"], raw.origin["partition"], raw.origin["offset"]))
         self.batches += 1
