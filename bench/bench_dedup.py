@@ -1,14 +1,16 @@
 """Throughput per core and memory of the dedup, decontamination and PII checks.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_dedup.py --sizes 10000 100000 1000000 \
-        --semantic-sizes 10000 100000 --out docs/bench_dedup.md
+        --semantic-sizes 10000 100000 1000000 --semantic-index hnsw ivf --out docs/bench_dedup.md
 
 Everything runs on one thread (numpy, faiss), so figures are per core. Queries are
 real dev examples (``../shared/data/instruction``) in batches of 256, as the
 pipeline sends them; the stores are filled with random MinHash signatures / random
 exact keys / clustered synthetic unit vectors, since a million real examples (and
 their embeddings, at ~20/s on CPU) are not available here. Recall@1 of the
-semantic index is measured against exact flat search on the same vectors.
+semantic index is measured against exact flat search on the same vectors; index
+builds (not throughput) use every core. The LSH banding recall is measured on
+synthetic word-set pairs of known Jaccard similarity.
 Baselines run in the same process: datasketch ``MinHash.update_batch`` for
 signatures, and ``IndexFlatIP`` for the semantic search.
 """
@@ -32,7 +34,7 @@ from quality.decontam import Decontaminator  # noqa: E402
 from quality.dedup_exact import ExactDedup, ExactIndex  # noqa: E402
 from quality.dedup_near import NearDedup  # noqa: E402
 from quality.dedup_semantic import VectorIndex  # noqa: E402
-from quality.minhash import MinHasher, texts_of  # noqa: E402
+from quality.minhash import LSHIndex, MinHasher, choose_bands, texts_of  # noqa: E402
 from quality.normalize import normalize_example  # noqa: E402
 from quality.pii import PiiRedactor  # noqa: E402
 from quality.records import Example, RawRecord, parse  # noqa: E402
@@ -101,12 +103,37 @@ def fill_near(stage: NearDedup, n: int) -> None:
         stage.index.add([f"r{start + i}" for i in range(k)], sigs, np.zeros(k))
 
 
+def bench_banding_recall(pairs: int = 5000) -> list[str]:
+    """Share of pairs with known true Jaccard that the default banding makes candidates."""
+    rng = np.random.default_rng(5)
+    hasher = MinHasher(num_perm=128, ngram=1)
+    bands, rows = choose_bands(128, 0.8)
+    lines = ["## LSH banding recall (threshold 0.8, 128 permutations)", "",
+             f"Default banding {bands} x {rows}. {pairs:,} pairs of 100-word sets per row; a pair is found when "
+             "the stored original is a candidate of its variant (before the Jaccard estimate is checked).", "",
+             "| true Jaccard | pairs found |", "|---|---:|"]
+    for lo, hi, label in ((89, 90, "0.80 (at the threshold)"), (89, 101, "0.80 - 1.00")):
+        index = LSHIndex(128, bands, rows)
+        originals, variants = [], []
+        for p in range(pairs):
+            shared = int(rng.integers(lo, hi))  # Jaccard = shared / (200 - shared)
+            originals.append(" ".join(f"w{p}x{k}" for k in range(100)))
+            variants.append(" ".join([f"w{p}x{k}" for k in range(shared)] + [f"v{p}x{k}" for k in range(100 - shared)]))
+        index.add([str(p) for p in range(pairs)], hasher.signatures(originals))
+        q, r = index.candidate_pairs(hasher.signatures(variants))
+        found = len({p for p, row in zip(q.tolist(), r.tolist()) if index.ids[row] == str(p)})
+        lines.append(f"| {label} | {found / pairs:.4f} |")
+    return lines + [""]
+
+
 def bench_near_exact(examples: list[Example], sizes: list[int]) -> list[str]:
     lines = ["## Near and exact dedup against N stored examples (one core)", "",
              "Stage throughput includes signatures, LSH query, verification and in-batch checks "
-             "(no commit). Query latency is one signature against the store.", "",
-             "| stored | near dedup ex/s | LSH query (1 sig) µs | near index MiB (RSS) | exact dedup ex/s "
-             "| exact index MiB (RSS) |",
+             "(no commit). Query latency is one signature against the store. Near index MiB: RSS growth "
+             "while filling; in brackets the numpy arrays (`LSHIndex.nbytes`: signatures, band keys and rows, "
+             "bucket directory, times) of which the bucket directory.", "",
+             "| stored | near dedup ex/s | LSH query (1 sig) µs | near index MiB (RSS) [arrays; directory] "
+             "| exact dedup ex/s | exact index MiB (RSS) |",
              "|---:|---:|---:|---:|---:|---:|"]
     for n in sizes:
         before = rss_mib()
@@ -114,6 +141,7 @@ def bench_near_exact(examples: list[Example], sizes: list[int]) -> list[str]:
         fill_near(near, n)
         near.index._merge()
         near_mib = rss_mib() - before
+        arrays_mib, dir_mib = near.index.nbytes() / 2**20, near.index._dir.nbytes / 2**20
         near_rate = rate(near.check_batch, examples)
         sig = near.hasher.signatures([texts_of(examples[:1], near.fields)[0]])
         t0 = time.perf_counter()
@@ -129,8 +157,8 @@ def bench_near_exact(examples: list[Example], sizes: list[int]) -> list[str]:
         exact_mib = rss_mib() - before
         exact_rate = rate(ExactDedup(index).check_batch, examples)
         del index
-        lines.append(f"| {n:,} | {near_rate:,.0f} | {q_us:,.0f} | {near_mib:,.0f} | {exact_rate:,.0f} | "
-                     f"{exact_mib:,.0f} |")
+        lines.append(f"| {n:,} | {near_rate:,.0f} | {q_us:,.0f} | {near_mib:,.0f} [{arrays_mib:,.0f}; {dir_mib:,.0f}] "
+                     f"| {exact_rate:,.0f} | {exact_mib:,.0f} |")
         print(lines[-1], file=sys.stderr)
     return lines + [""]
 
@@ -140,15 +168,22 @@ def clustered(n: int, dim: int, rng: np.random.Generator, centers: np.ndarray) -
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def bench_semantic(sizes: list[int], dim: int = 384, queries: int = 2048) -> list[str]:
+def bench_semantic(sizes: list[int], kinds: list[str], hnsw_m: int, ef_construction: int, ivf_nlist: int,
+                   ivf_nprobe: int, dim: int = 384, queries: int = 2048) -> list[str]:
     import faiss
 
     faiss.omp_set_num_threads(1)
     rng = np.random.default_rng(3)
     centers = rng.normal(size=(2000, dim)).astype(np.float32)
+    ivf_min = 40 * ivf_nlist  # lists trained once, on >= 40 vectors per list, when the store passes this
     lines = ["## Semantic search against N stored embeddings (dim 384, one core)", "",
-             "Stored vectors are synthetic: 2,000 Gaussian clusters, normalized. Queries: half are "
-             "perturbed stored vectors (duplicates), half fresh draws. Recall@1 is against exact flat search.", "",
+             "Stored vectors are synthetic: 2,000 Gaussian clusters, normalized (well separated, so easier "
+             "than real embeddings). Queries: half are perturbed stored vectors (duplicates), half fresh draws. "
+             "Recall@1 is against exact flat search. Vectors are added 50,000 at a time as the pipeline would; "
+             f"`VectorIndex(flat_max=50_000)`: hnsw rows with M={hnsw_m}, efConstruction {ef_construction}, "
+             f"efSearch 64; ivf rows with `ivf_min={ivf_min:,}, ivf_nlist={ivf_nlist}, ivf_nprobe={ivf_nprobe}` "
+             "(HNSW until the switch, lists trained on a sample of the store then). Build s: all adds, "
+             "all cores; index MiB: the serialized FAISS index.", "",
              "| stored | index | build s | queries/s | recall@1 | flat baseline q/s | index MiB |",
              "|---:|---|---:|---:|---:|---:|---:|"]
     for n in sizes:
@@ -163,22 +198,25 @@ def bench_semantic(sizes: list[int], dim: int = 384, queries: int = 2048) -> lis
         _, truth = flat.search(q)
         flat_qps = len(q) / (time.perf_counter() - t0)
         del flat
-        index = VectorIndex(dim, flat_max=50_000)
-        faiss.omp_set_num_threads(os.cpu_count() or 1)  # build on every core, query on one
-        t0 = time.perf_counter()
-        for start in range(0, n, 50_000):
-            index.add([str(i) for i in range(start, min(n, start + 50_000))], store[start:start + 50_000])
-        build_s = time.perf_counter() - t0
-        faiss.omp_set_num_threads(1)
-        t0 = time.perf_counter()
-        rows = np.concatenate([index.search(q[i:i + BATCH])[1] for i in range(0, len(q), BATCH)])
-        qps = len(q) / (time.perf_counter() - t0)
-        recall = float(np.mean(rows == truth))
-        mib = (n * dim * 4 + (n * index.hnsw_m * 2 * 4 * 1.1 if index.kind == "hnsw" else 0)) / 2**20
-        lines.append(f"| {n:,} | {index.kind} | {build_s:,.1f} | {qps:,.0f} | {recall:.4f} | {flat_qps:,.0f} | "
-                     f"{mib:,.0f} |")
-        print(lines[-1], file=sys.stderr)
-        del index, store
+        for kind in (["flat"] if n <= 50_000 else [k for k in kinds if k != "ivf" or n > ivf_min]):
+            index = VectorIndex(dim, flat_max=50_000, hnsw_m=hnsw_m, ef_construction=ef_construction,
+                                ivf_min=ivf_min if kind == "ivf" else 0, ivf_nlist=ivf_nlist, ivf_nprobe=ivf_nprobe)
+            faiss.omp_set_num_threads(os.cpu_count() or 1)  # build on every core, query on one
+            t0 = time.perf_counter()
+            for start in range(0, n, 50_000):
+                index.add([str(i) for i in range(start, min(n, start + 50_000))], store[start:start + 50_000])
+            build_s = time.perf_counter() - t0
+            faiss.omp_set_num_threads(1)
+            t0 = time.perf_counter()
+            rows = np.concatenate([index.search(q[i:i + BATCH])[1] for i in range(0, len(q), BATCH)])
+            qps = len(q) / (time.perf_counter() - t0)
+            recall = float(np.mean(rows == truth))
+            mib = faiss.serialize_index(index.index).nbytes / 2**20
+            lines.append(f"| {n:,} | {index.kind} | {build_s:,.1f} | {qps:,.0f} | {recall:.4f} | {flat_qps:,.0f} | "
+                         f"{mib:,.0f} |")
+            print(lines[-1], file=sys.stderr)
+            del index
+        del store
     return lines + [""]
 
 
@@ -198,18 +236,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000],
                     help="stored examples for near/exact dedup")
     ap.add_argument("--semantic-sizes", type=int, nargs="*", default=[10_000, 100_000],
-                    help="stored embeddings for semantic search (1M builds HNSW for many minutes)")
+                    help="stored embeddings for semantic search (1M builds HNSW for minutes)")
+    ap.add_argument("--semantic-index", nargs="+", choices=["hnsw", "ivf"], default=["hnsw", "ivf"],
+                    help="index kinds benched beyond flat_max (ivf only where the store passes 40 x --ivf-nlist)")
+    ap.add_argument("--hnsw-m", type=int, default=32, help="HNSW graph degree")
+    ap.add_argument("--ef-construction", type=int, default=80, help="HNSW build breadth")
+    ap.add_argument("--ivf-nlist", type=int, default=4096, help="IVF lists")
+    ap.add_argument("--ivf-nprobe", type=int, default=16, help="IVF lists searched per query")
+    ap.add_argument("--skip-near", action="store_true", help="only the semantic section")
     ap.add_argument("--examples", type=int, default=4096, help="query examples")
     ap.add_argument("--out", type=Path, default=ROOT / "docs/bench_dedup.md")
     args = ap.parse_args(argv)
     examples = load(args.data, args.examples)
     lines = ["# Dedup benchmarks", "", f"`bench/bench_dedup.py`, {len(examples)} real dev examples as queries, "
              f"{os.cpu_count()} CPUs visible, one thread used for throughput.", ""]
-    lines += bench_signatures(examples)
-    lines += bench_cheap(examples, args.data)
-    lines += bench_near_exact(examples, args.sizes)
+    if not args.skip_near:
+        lines += bench_signatures(examples)
+        lines += bench_cheap(examples, args.data)
+        lines += bench_banding_recall()
+        lines += bench_near_exact(examples, args.sizes)
     if args.semantic_sizes:
-        lines += bench_semantic(args.semantic_sizes)
+        lines += bench_semantic(args.semantic_sizes, args.semantic_index, args.hnsw_m, args.ef_construction,
+                                args.ivf_nlist, args.ivf_nprobe)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))

@@ -71,7 +71,7 @@ class NearDedup(Stage):
     def check_batch(self, batch: Sequence[Example]) -> list[Verdict]:
         sigs = self.hasher.signatures(texts_of(batch, self.fields))
         stored = self.index.best_matches(sigs)
-        keys = self.index.band_keys(sigs).tolist()
+        keys = self._shared_band_keys(sigs)
         verdicts: list[Verdict] = []
         kept_by_key: dict[int, list[int]] = {}  # band key -> positions in this batch kept so far
         for i, ex in enumerate(batch):
@@ -79,8 +79,7 @@ class NearDedup(Stage):
             match = self.index.ids[row] if row >= 0 else None
             if match == ex.id:  # the same example again (a replay): not a duplicate of itself
                 match, sim = None, 0.0
-            empty = sigs[i, 0] == MAX_SIG
-            if not empty and kept_by_key:  # in-batch candidates share a band, as stored ones do
+            if keys[i] and kept_by_key:  # in-batch candidates share a band, as stored ones do
                 cands = {j for k in keys[i] for j in kept_by_key.get(k, ())}
                 for j in sorted(cands):
                     s = float(jaccard(sigs[j], sigs[i]))
@@ -91,10 +90,27 @@ class NearDedup(Stage):
                 verdicts.append(Verdict(Reason.DUPLICATE_NEAR, scores, detail=match))
             else:
                 verdicts.append(Verdict(None, scores, detail=match))
-                if not empty:
-                    for k in keys[i]:
-                        kept_by_key.setdefault(k, []).append(i)
+                for k in keys[i]:
+                    kept_by_key.setdefault(k, []).append(i)
         return verdicts
+
+    def _shared_band_keys(self, sigs: np.ndarray) -> list[list[int]]:
+        """Per example, its band keys that another non-empty example of the batch also has.
+
+        Only these can make in-batch candidates, and most examples have none, so the
+        sequential in-batch check skips them without touching a dict.
+        """
+        keys = self.index.band_keys(sigs)
+        out: list[list[int]] = [[] for _ in range(len(sigs))]
+        nonempty = np.flatnonzero(sigs[:, 0] != MAX_SIG)
+        if len(nonempty) < 2:
+            return out
+        flat = keys[nonempty].ravel()
+        _, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
+        shared = (counts[inverse] > 1).reshape(len(nonempty), -1)
+        for i in np.flatnonzero(shared.any(axis=1)).tolist():
+            out[int(nonempty[i])] = keys[nonempty[i]][shared[i]].tolist()
+        return out
 
     def commit(self, accepted: Sequence[Example]) -> None:
         """Adds accepted examples to the index; ids already stored are skipped."""

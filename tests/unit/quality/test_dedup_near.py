@@ -37,6 +37,17 @@ def test_duplicate_within_one_batch_is_rejected():
     assert v2.reason is Reason.DUPLICATE_NEAR and v2.detail == "a"
 
 
+def test_in_batch_matches_only_kept_examples_and_empty_texts_never_match():
+    stage = NearDedup(threshold=0.7)
+    batch = [ex("a", TEXT), ex("b", TEXT + " indeed"), ex("c", TEXT + " indeed"),
+             ex("d", "", response=""), ex("e", "", response="")]
+    va, vb, vc, vd, ve = run(stage, batch)
+    assert va.keep and vd.keep and ve.keep
+    assert vb.reason is Reason.DUPLICATE_NEAR and vb.detail == "a"
+    # c equals the rejected b exactly, but only kept examples are match sources
+    assert vc.reason is Reason.DUPLICATE_NEAR and vc.detail == "a" and vc.scores["near_jaccard"] < 1.0
+
+
 def test_replay_of_the_same_id_is_not_its_own_duplicate_and_commit_is_idempotent():
     stage = NearDedup()
     run(stage, [ex("a", TEXT)])

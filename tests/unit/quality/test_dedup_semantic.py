@@ -84,6 +84,29 @@ def test_index_switches_from_flat_to_hnsw_and_keeps_finding_neighbours():
     assert rows[0] != 7
 
 
+def test_index_switches_to_ivf_beyond_ivf_min_and_survives_a_snapshot(tmp_path):
+    rng = np.random.default_rng(1)
+    vecs = rng.normal(size=(2000, DIM)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    index = VectorIndex(DIM, flat_max=300, ivf_min=500, ivf_nprobe=8)
+    kinds = []
+    for start in range(0, 2000, 250):
+        index.add([str(i) for i in range(start, start + 250)], vecs[start:start + 250])
+        kinds.append(index.kind)
+    assert kinds == ["flat", "hnsw", "ivf", "ivf", "ivf", "ivf", "ivf", "ivf"]
+    assert index.index.ntotal == 2000 and index.index.nlist == 750 // 39  # trained at the switch (750 vectors)
+    _, rows = index.search(vecs[::10])
+    assert (rows == np.arange(0, 2000, 10)).mean() >= 0.95  # each stored vector finds itself
+    assert index.remove("10")
+    _, rows = index.search(vecs[10:11])
+    assert rows[0] not in (-1, 10)
+    index.save(tmp_path / "ivf")
+    loaded = VectorIndex(DIM, flat_max=300, ivf_min=500, ivf_nprobe=8)
+    loaded.load(tmp_path / "ivf")
+    assert loaded.kind == "ivf" and loaded.index.nprobe == 8 and len(loaded) == 1999
+    assert np.array_equal(loaded.search(vecs[:50])[1], index.search(vecs[:50])[1])
+
+
 def test_snapshot_restore_and_expire(tmp_path):
     clock = iter([1.0, 2.0, 3.0]).__next__
     stage = SemanticDedup(threshold=0.9, flat_max=1, clock=clock)
@@ -103,5 +126,7 @@ def test_bad_settings_name_the_parameter():
         SemanticDedup(threshold=2)
     with pytest.raises(ValueError, match="hnsw_m"):
         SemanticDedup(hnsw_m=1)
+    with pytest.raises(ValueError, match="ivf_nprobe"):
+        SemanticDedup(ivf_nprobe=0)
     with pytest.raises(ValueError, match="dimension"):
         VectorIndex(4).add(["a"], np.ones((1, 5)))

@@ -98,3 +98,46 @@ def test_bad_parameters_name_themselves():
         LSHIndex(16, 5, 4)
     with pytest.raises(ValueError, match="unknown text field"):
         text_of(object(), ["title"])
+
+
+def reference_candidates(index, stored_sigs, query_sigs):
+    """Brute force: every (query, stored row) pair with an equal band key."""
+    stored, query = index.band_keys(stored_sigs), index.band_keys(query_sigs)
+    return {(q, r) for q in range(len(query)) for r in range(len(stored))
+            if (stored[r] == query[q]).any()}
+
+
+def test_bucket_directory_finds_exactly_the_pairs_that_share_a_band():
+    rng = np.random.default_rng(4)
+    index = LSHIndex(16, 8, 2)
+    # 2-value bands of values in 0..3 collide a lot, so buckets hold many equal keys
+    stored = rng.integers(0, 4, size=(300, 16), dtype=np.uint32)
+    for start in range(0, 300, 100):
+        index.add([f"s{i}" for i in range(start, start + 100)], stored[start:start + 100])
+    index._merge()
+    index.add([f"t{i}" for i in range(20)], stored[:20])  # the same signatures again, in the recent level
+    query = rng.integers(0, 4, size=(40, 16), dtype=np.uint32)
+    q, r = index.candidate_pairs(query)
+    all_sigs = np.vstack([stored, stored[:20]])
+    assert set(zip(q.tolist(), r.tolist())) == reference_candidates(index, all_sigs, query)
+    assert len(index._rkeys) > 0 and len(index._dir) == 2 ** (len(index._keys).bit_length() - 1) + 1
+
+
+def test_banding_finds_99_percent_of_pairs_at_or_above_threshold():
+    """Pairs of word sets with true Jaccard in [0.8, 1] (default banding for 0.8: 21 x 6)."""
+    rng = np.random.default_rng(5)
+    hasher = MinHasher(num_perm=128, ngram=1)
+    index = LSHIndex(128, *choose_bands(128, 0.8))
+    originals, variants, truths = [], [], []
+    for p in range(2000):
+        words = [f"w{p}x{k}" for k in range(100)]
+        shared = int(rng.integers(89, 101))  # Jaccard shared / (200 - shared): 0.80 .. 1.0
+        other = words[:shared] + [f"v{p}x{k}" for k in range(100 - shared)]
+        originals.append(" ".join(words))
+        variants.append(" ".join(rng.permutation(other)))
+        truths.append(shared / (200 - shared))
+    assert min(truths) >= 0.8
+    index.add([str(p) for p in range(2000)], hasher.signatures(originals))
+    q, r = index.candidate_pairs(hasher.signatures(variants))
+    found = len({p for p, row in zip(q.tolist(), r.tolist()) if index.ids[row] == str(p)})
+    assert found / 2000 >= 0.99
