@@ -7,6 +7,7 @@ rebuilds its counts from the lines of ``open.jsonl``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import Counter
 from datetime import datetime, timezone
@@ -107,6 +108,17 @@ def read_ledger(root: str | Path) -> list[dict[str, Any]]:
     return [{**e, "published": e["batch_id"] in published} for e in ledger if "batch_id" in e]
 
 
+def example_key(env: Mapping[str, Any]) -> str:
+    """What makes an accepted envelope one example for batching: its id and its content.
+
+    Sieve does not require producers' ids to be unique; keyed by id alone, a different
+    example under a reused id would be taken for a redelivery and never batched. A
+    redelivered envelope has the same id and content, so it still batches once.
+    """
+    digest = hashlib.blake2b(orjson.dumps(env.get("example"), option=orjson.OPT_SORT_KEYS), digest_size=8)
+    return f"{env['id']}\x1f{digest.hexdigest()}"
+
+
 def open_batch_summary(root: str | Path) -> dict[str, Any]:
     """Examples waiting in the open batch of a batch directory, read without its lock."""
     lines = read_jsonl(Path(root) / "_state" / "open.jsonl")
@@ -118,7 +130,7 @@ def open_batch_summary(root: str | Path) -> dict[str, Any]:
     ids, oldest = set(), None
     for line in lines[1:]:
         if "e" in line:
-            ids.add(line["e"]["id"])
+            ids.add(example_key(line["e"]))
             oldest = line["t"] if oldest is None else oldest
     if ids:  # ids of a crashed close are already batched; count only what is really open
         for e in ledger:

@@ -11,7 +11,8 @@ State lives in ``<dir>/_state/`` and survives restarts:
 
 * ``open.jsonl``: append-only; every envelope fed since the last close (fsynced by
   :meth:`~BatchAssembler.flush`; a stream driver commits its offsets only after it);
-* ``ids/<batch id>.jsonl``: the ids of each closed batch, so no id is batched twice;
+* ``ids/<batch id>.jsonl``: the example keys (id + content digest, see ``example_key``) of each
+  closed batch, so no example is batched twice;
 * ``ledger.jsonl``: one line per closed batch (the commit point of a close), and one
   per announcement of a batch on ``sieve.batches``.
 
@@ -42,7 +43,7 @@ from quality import __version__
 from quality.batch_manifest import (MANIFEST_SCHEMA, RefusalCounter, batch_statistics,
                                     datasets_section, file_sha256, fsync_file, kind_of, load_snippet, manifest_bytes,
                                     row_of, split_of, write_shards)
-from quality.batch_state import Window, fsync_dir, iso, read_jsonl, write_atomic
+from quality.batch_state import Window, example_key, fsync_dir, iso, read_jsonl, write_atomic
 from quality.batch_state import open_batch_summary, read_ledger  # noqa: F401 - re-exported for the CLI
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,7 @@ class BatchAssembler:
         for line in lines[1:]:
             self.window.replay(line)
             env = line.get("e")
-            if env is not None and env["id"] not in self.batched and env["id"] not in self._open_ids:
+            if env is not None and example_key(env) not in self.batched and example_key(env) not in self._open_ids:
                 self._join(env, line["t"])
         self._open_fh = open(self.state / "open.jsonl", "ab")
         if self._open:
@@ -241,7 +242,7 @@ class BatchAssembler:
 
     def _join(self, env: dict[str, Any], t: float) -> None:
         self._open.append(env)
-        self._open_ids.add(env["id"])
+        self._open_ids.add(example_key(env))
         if self.opened_at is None:
             self.opened_at = t
 
@@ -259,7 +260,7 @@ class BatchAssembler:
                     or kind_of(env["example"]) is None:
                 log.warning("accepted envelope %r has no usable example; not batched", str(env.get("id"))[:80])
                 line = {"t": t, "x": "invalid"}
-            elif env["id"] in self.batched or env["id"] in self._open_ids:
+            elif example_key(env) in self.batched or example_key(env) in self._open_ids:
                 line = {"t": t, "x": "redelivered"}
                 self.redelivered_total += 1
             else:
@@ -311,7 +312,7 @@ class BatchAssembler:
             return None
         now = self.clock()
         seq = self.last_seq + 1
-        ids = [e["id"] for e in self._open]
+        ids = [example_key(e) for e in self._open]
         digest = hashlib.blake2b("\n".join(sorted(ids)).encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
         batch_id = f"{seq:06d}-{digest}"
         final, tmp = self.root / batch_id, self.root / f".tmp-{batch_id}"

@@ -66,7 +66,7 @@ class NearDedupSettings:
     threshold: float = 0.8
     num_perm: int = 128
     ngram: int = 2  # word bigrams: best agreement with GPTeacher's cleaning (docs/eval_dedup.md)
-    fields: tuple[str, ...] = ("prompt", "response")
+    fields: tuple[str, ...] = ("prompt", "response", "rejected")  # a pair's rejected side counts: pairs differing there are distinct
     bands: int = 0
     rows: int = 0
     seed: int = 1

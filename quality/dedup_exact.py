@@ -26,6 +26,25 @@ def content_key(ex: Example) -> bytes:
     return h.digest()
 
 
+ENTRY_SEP = "\x1f"
+
+
+def entry_key(ex: Example) -> str:
+    """How the near and semantic indexes name an accepted example: its id and its content.
+
+    Ids need not be unique (two files numbered from 1, two apps): an index keyed by id
+    alone would take a different example under a known id for a replay of the first and
+    skip it. With the content in the key only a true replay (same id, same content)
+    matches itself.
+    """
+    return f"{ex.id}{ENTRY_SEP}{content_key(ex).hex()}"
+
+
+def id_of_entry(key: str | None) -> str | None:
+    """The example id inside an :func:`entry_key` (what envelopes name as the duplicate)."""
+    return None if key is None else key.split(ENTRY_SEP, 1)[0]
+
+
 class ExactIndex:
     """Content keys of accepted examples, mapped to the id that was accepted first."""
 

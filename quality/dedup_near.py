@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import orjson
 
+from quality.dedup_exact import entry_key, id_of_entry
 from quality.minhash import FIELDS, MAX_SIG, LSHIndex, MinHasher, choose_bands, jaccard, texts_of
 from quality.reasons import Reason
 from quality.records import Example
@@ -74,17 +75,19 @@ class NearDedup(Stage):
         keys = self._shared_band_keys(sigs)
         verdicts: list[Verdict] = []
         kept_by_key: dict[int, list[int]] = {}  # band key -> positions in this batch kept so far
+        entries = [entry_key(ex) for ex in batch]
         for i, ex in enumerate(batch):
             row, sim = stored[i]
             match = self.index.ids[row] if row >= 0 else None
-            if match == ex.id:  # the same example again (a replay): not a duplicate of itself
+            if match == entries[i]:  # the same example again (a replay): not a duplicate of itself
                 match, sim = None, 0.0
             if keys[i] and kept_by_key:  # in-batch candidates share a band, as stored ones do
                 cands = {j for k in keys[i] for j in kept_by_key.get(k, ())}
                 for j in sorted(cands):
                     s = float(jaccard(sigs[j], sigs[i]))
-                    if s > sim and batch[j].id != ex.id:
-                        match, sim = batch[j].id, s
+                    if s > sim and entries[j] != entries[i]:
+                        match, sim = entries[j], s
+            match = id_of_entry(match)
             scores = {"near_jaccard": round(sim, 4)}
             if match is not None and sim >= self.threshold:
                 verdicts.append(Verdict(Reason.DUPLICATE_NEAR, scores, detail=match))
@@ -113,14 +116,16 @@ class NearDedup(Stage):
         return out
 
     def commit(self, accepted: Sequence[Example]) -> None:
-        """Adds accepted examples to the index; ids already stored are skipped."""
-        fresh = [ex for ex in accepted if ex.id not in self.index]
+        """Adds accepted examples to the index; examples already stored (same id and content) are skipped."""
+        fresh = [ex for ex in accepted if entry_key(ex) not in self.index]
         if fresh:
             sigs = self.hasher.signatures(texts_of(fresh, self.fields))
-            self.index.add([ex.id for ex in fresh], sigs, [example_time(ex, self.clock) for ex in fresh])
+            self.index.add([entry_key(ex) for ex in fresh], sigs, [example_time(ex, self.clock) for ex in fresh])
 
     def remove(self, ex_id: str) -> bool:
-        return self.index.remove(ex_id)
+        """Forgets every stored example with this id (an operator's request)."""
+        keys = [k for k in list(self.index.row_of) if id_of_entry(k) == ex_id]
+        return any([self.index.remove(k) for k in keys])
 
     def expire(self, before: float) -> int:
         return self.index.expire(before)

@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import orjson
 
+from quality.dedup_exact import entry_key, id_of_entry
 from quality.dedup_near import example_time
 from quality.reasons import Reason
 from quality.records import Example
@@ -260,15 +261,16 @@ class SemanticDedup(Stage):
         sims, rows = index.search(emb)
         within = emb @ emb.T
         kept: list[int] = []  # positions in emb kept so far
+        entries = [entry_key(batch[i]) for i in pos]
         for j, i in enumerate(pos):
-            ex = batch[i]
             sim, match = float(sims[j]), (index.ids[rows[j]] if rows[j] >= 0 else None)
-            if match == ex.id:  # a replay of an accepted example is not a duplicate of itself
+            if match == entries[j]:  # a replay of an accepted example is not a duplicate of itself
                 sim, match = 0.0, None
             if kept:
                 k = kept[int(np.argmax(within[j, kept]))]
-                if within[j, k] > sim and batch[pos[k]].id != ex.id:
-                    sim, match = float(within[j, k]), batch[pos[k]].id
+                if within[j, k] > sim and entries[k] != entries[j]:
+                    sim, match = float(within[j, k]), entries[k]
+            match = id_of_entry(match)
             scores = {"semantic_similarity": round(sim, 4)}
             if match is not None and sim >= self.threshold:
                 verdicts[i] = Verdict(Reason.DUPLICATE_SEMANTIC, scores, detail=match)
@@ -281,7 +283,7 @@ class SemanticDedup(Stage):
         """Adds the embeddings of accepted examples (computing missing ones with ``embed``)."""
         have = [ex for ex in accepted if ex.features.get("embedding") is not None]
         missing = [ex for ex in accepted if ex.features.get("embedding") is None
-                   and (self.index is None or ex.id not in self.index)]
+                   and (self.index is None or entry_key(ex) not in self.index)]
         vecs = [np.asarray(ex.features["embedding"], dtype=np.float32).ravel() for ex in have]
         if missing and self.embed_examples is not None:  # the model stage's own embedding of an example
             vecs += list(np.asarray(self.embed_examples(list(missing)), dtype=np.float32))
@@ -290,11 +292,15 @@ class SemanticDedup(Stage):
             vecs += list(np.asarray(self.embed([self.embed_text(ex) for ex in missing]), dtype=np.float32))
             have += missing
         if have:
-            self._index(len(vecs[0])).add([ex.id for ex in have], np.stack(vecs),
+            self._index(len(vecs[0])).add([entry_key(ex) for ex in have], np.stack(vecs),
                                           [example_time(ex, self.clock) for ex in have])
 
     def remove(self, ex_id: str) -> bool:
-        return self.index.remove(ex_id) if self.index is not None else False
+        """Forgets every stored example with this id (an operator's request)."""
+        if self.index is None:
+            return False
+        keys = [k for k in list(self.index.row_of) if id_of_entry(k) == ex_id]
+        return any([self.index.remove(k) for k in keys])
 
     def expire(self, before: float) -> int:
         return self.index.expire(before) if self.index is not None else 0

@@ -359,3 +359,18 @@ def test_real_decisions_from_file_mode(tmp_path, mit_sample):
     assert m["window"]["reasons"] == dict(Counter(d.reasons[0] for d in decisions if d.decision != "accepted"))
     assert sorted(shard_ids(m)) == sorted(d.id for d in accepted)
     assert m["versions"]["pipeline"][0]["versions"] == json.loads(json.dumps(pipeline.versions()))
+
+
+def test_a_reused_id_with_other_content_is_batched_but_a_redelivery_is_not(tmp_path):
+    """Producers may reuse ids (files numbered from 1); only a true redelivery is dropped."""
+    from quality.batches import BatchAssembler
+
+    def env(i, text):
+        return {"id": i, "decision": "accepted", "reasons": [], "scores": {}, "source": "t",
+                "example": {"messages": [{"role": "user", "content": "Say something."},
+                                         {"role": "assistant", "content": text}]}}
+
+    asm = BatchAssembler(tmp_path / "batches", max_examples=0, max_age_s=0)
+    asm.feed([env("1", "First answer."), env("1", "A different answer."), env("1", "First answer.")])
+    manifest = asm.close("request")
+    assert manifest["counts"]["examples"] == 2 and asm.redelivered_total == 1

@@ -104,3 +104,46 @@ def test_bad_settings_name_the_parameter():
         NearDedup(fields=("title",))
     with pytest.raises(ValueError, match="bands"):
         NearDedup(bands=4)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_a_reused_id_is_not_taken_for_a_replay(batch_size):
+    """Files numbered from 1 reuse ids: a different example under a known id must be indexed,
+    and a near copy of it caught, whatever the batch size. Only a true replay (same id and
+    content) is not a duplicate of itself."""
+    stage = NearDedup(threshold=0.7)
+    poem = ex("1", "Write a poem about the sea and the gulls over the harbour at dawn")
+    other = ex("1", TEXT)
+    copy = ex("2", TEXT.replace("quiet", "calm"))
+    batch = [poem, other, copy]
+    verdicts = []
+    for i in range(0, len(batch), batch_size):
+        verdicts += run(stage, batch[i:i + batch_size])
+    assert [v.reason for v in verdicts] == [None, None, Reason.DUPLICATE_NEAR]
+    assert verdicts[2].detail == "1"
+    (replay,) = stage([other])
+    assert replay.keep  # the same id and content again: a replay
+    assert stage.remove("1")  # an operator's removal forgets every example under the id
+    (after,) = stage([ex("9", TEXT)])
+    assert after.keep and after.detail is None
+
+
+def test_default_pipeline_keeps_pairs_that_differ_only_in_the_rejected_side():
+    import orjson
+
+    from quality.build import build_pipeline
+    from quality.config import PipelineSettings
+    from quality.records import RawRecord
+
+    import dataclasses
+
+    base = PipelineSettings()
+    settings = dataclasses.replace(base, scoring=dataclasses.replace(base.scoring, enabled=False),
+                                   semantic_dedup=dataclasses.replace(base.semantic_dedup, enabled=False))
+    chosen = "Take typography, colour theory, layout and a portfolio course to get started in graphic design."
+    pairs = [{"id": f"p{i}", "prompt": "Which courses should I take to learn graphic design?", "chosen": chosen,
+              "rejected": r} for i, r in enumerate(["Learn to juggle first, then paint houses.",
+                                                     "Nobody needs a course; just copy other designers."])]
+    out = build_pipeline(settings).process([RawRecord(orjson.dumps(p), {"file": "t", "line": i})
+                                            for i, p in enumerate(pairs)])
+    assert [d.decision for d in out] == ["accepted", "accepted"], [d.reasons for d in out]
