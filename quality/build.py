@@ -56,7 +56,8 @@ def build_stages(settings: PipelineSettings) -> list[Stage]:
         # replayed accepted examples (recovery) carry no embedding: the model stage computes it
         embed_examples = getattr(model[0], "embed_examples", None) if model else None
         stages.append(SemanticDedup(threshold=s_.threshold, flat_max=s_.flat_max, hnsw_m=s_.hnsw_m,
-                                    ef_search=s_.ef_search, embed_examples=embed_examples))
+                                    ef_search=s_.ef_search, ivf_min=s_.ivf_min, ivf_nlist=s_.ivf_nlist,
+                                    ivf_nprobe=s_.ivf_nprobe, embed_examples=embed_examples))
     if settings.scoring.enabled and settings.scoring.min_margin is not None:
         stages.append(PairMarginCheck(min_margin=settings.scoring.min_margin))
     return stages

@@ -74,13 +74,17 @@ class NearDedupSettings:
 
 @dataclass(frozen=True)
 class SemanticDedupSettings:
-    """Embedding near-duplicates (``quality/dedup_semantic.py``): flat index up to ``flat_max``, then HNSW."""
+    """Embedding near-duplicates (``quality/dedup_semantic.py``): exact flat search up to
+    ``flat_max`` stored vectors, HNSW up to ``ivf_min``, then IVF (see docs/dedup.md)."""
 
     enabled: bool = True
-    threshold: float = 0.95
-    flat_max: int = 50_000
+    threshold: float = 0.95  # cosine similarity from which an example is a semantic duplicate
+    flat_max: int = 50_000  # stored vectors searched exactly (flat inner product)
     hnsw_m: int = 32
     ef_search: int = 64
+    ivf_min: int = 200_000  # from this many stored vectors the index is IVF; 0 = stay HNSW
+    ivf_nlist: int = 4096  # IVF lists, trained once at the switch: size it for the store's final size
+    ivf_nprobe: int = 16  # IVF lists searched per query (recall against speed)
 
 
 @dataclass(frozen=True)
