@@ -47,9 +47,15 @@ def _card_ok(m: re.Match) -> bool:
     return 13 <= len(digits) <= 19 and digits[0] in "23456" and luhn_ok(digits)
 
 
+_VERSION_BEFORE = re.compile(r"(?i)(?:\bv|version|release|python|node|java|ubuntu|build|\brev)\.?\s*$")
+
+
 def _ipv4_ok(m: re.Match) -> bool:
+    """Four octets in range, not zero-padded, and not a version ("version 1.2.3.4", "v1.2.3.4")."""
     parts = m.group(0).split(".")
-    return all(int(p) <= 255 and (p == "0" or not p.startswith("0")) for p in parts)
+    if not all(int(p) <= 255 and (p == "0" or not p.startswith("0")) for p in parts):
+        return False
+    return not _VERSION_BEFORE.search(m.string[max(0, m.start() - 12):m.start()])
 
 
 def _phone_ok(m: re.Match) -> bool:
@@ -71,9 +77,9 @@ _SECRET_SHAPES = "|".join([
 # (kind, placeholder, pattern, validator); order matters: earlier kinds claim text first
 DETECTORS: list[tuple[str, str, re.Pattern, Any]] = [
     ("secret", "[SECRET]", re.compile(rf"(?<![A-Za-z0-9_])(?:{_SECRET_SHAPES})"), None),
-    ("secret", "[SECRET]", re.compile(
-        r"(?i)\b(?:api[_-]?key|secret(?:[_-]?key)?|access[_-]?token|auth[_-]?token|password|passwd)"
-        r"[\"']?\s{0,3}[:=]\s{0,3}[\"']?(?P<value>(?=[A-Za-z0-9_\-+/=]*\d)(?=[A-Za-z0-9_\-+/=]*[A-Za-z])"
+    ("secret", "[SECRET]", re.compile(  # a key name inside an identifier counts: aws_secret_access_key = ...
+        r"(?i)(?<![A-Za-z0-9])[A-Za-z0-9_-]*(?:api[_-]?key|secret|access[_-]?token|auth[_-]?token|password|passwd)"
+        r"[A-Za-z0-9_-]*[\"']?\s{0,3}[:=]\s{0,3}[\"']?(?P<value>(?=[A-Za-z0-9_\-+/=]*\d)(?=[A-Za-z0-9_\-+/=]*[A-Za-z])"
         r"[A-Za-z0-9_\-+/=]{16,})"), None),
     ("email", "[EMAIL]", re.compile(
         r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"

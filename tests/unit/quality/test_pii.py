@@ -93,3 +93,13 @@ def test_bad_settings_name_the_parameter():
         PiiRedactor(policy="mask")
     with pytest.raises(ValueError, match="kinds"):
         PiiRedactor(kinds=["ssn"])
+
+
+def test_versions_are_not_ip_addresses_and_prefixed_key_names_are_secrets():
+    from quality.pii import redact
+
+    for text in ("Version 1.2.3.4 is out", "upgrade to python 3.11.4.1", "tag v1.2.3.4"):
+        assert redact(text) == (text, {})
+    assert redact("server at 10.0.0.12 now") == ("server at [IP_ADDRESS] now", {"ip_address": 1})
+    out, counts = redact("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+    assert out == "aws_secret_access_key = [SECRET]" and counts == {"secret": 1}
