@@ -202,15 +202,18 @@ class RepetitionFilter(Stage):
 
 # Disclaimers that mark a canned answer wherever they appear.
 _DISCLAIMERS = [
-    r"as an ai(?: language)? model", r"as a(?:n ai)? large language model", r"as an ai assistant,? i (?:can(?:no|')t|do not|don't|am not)",
-    r"i am an ai(?: language model)?,? (?:and|so) i", r"as an artificial intelligence,? i",
-    r"i(?:'m| am) (?:just )?an ai(?: language model)? (?:and|developed|created|trained)",
-    r"my (?:training data|knowledge) (?:cut-?off|only goes up)", r"as of my (?:last )?knowledge cut-?off",
+    r"\bas an ai language model\b",
+    r"\bas an? (?:ai|artificial intelligence|ai assistant|ai model|language model|large language model)\s*,?\s*i\b",
+    r"\bi(?:'m| am) (?:just |only )?an ai(?: language model| assistant| model)?(?:,| and\b| so\b| developed\b"
+    r"| created\b| trained\b)",
+    r"\bmy (?:training data|knowledge) (?:cut-?off|only goes up)", r"\bas of my (?:last )?knowledge cut-?off",
 ]
-# Refusals: only when they open the response.
+# Refusals: only when they open the response (quoted dialogue later in a story is not one).
 _REFUSAL_OPENINGS = [
-    r"i(?:'m| am) (?:so |very )?sorry,? (?:but )?i (?:can(?:no|')t|am unable|am not able|won't|will not)",
-    r"i apologi[sz]e,? but i (?:can(?:no|')t|am unable|am not able|won't)",
+    r"i(?:'m| am) (?:so |very |really )?sorry,? (?:but )?(?:as an ai(?: language model)?,? )?"
+    r"i (?:can(?:no|')t|am unable|am not able|won't|will not)",
+    r"i(?:'m| am) (?:so |very |really )?sorry,? (?:but )?i(?:'m| am) (?:unable|not able)",
+    r"i apologi[sz]e,? (?:but )?i (?:can(?:no|')t|am unable|am not able|won't)",
     r"i(?:'m| am) (?:unable|not able) to (?:help|assist|provide|fulfil|comply|answer|generate|create|do)",
     r"i can(?:no|')t (?:help|assist|provide|fulfil|comply|answer) (?:you )?with (?:that|this)",
     r"i (?:can(?:no|')t|won't|will not) (?:fulfil|comply with) (?:that|this|your)",
@@ -236,7 +239,7 @@ class RefusalFilter(Stage):
         self.apply_to_pairs = apply_to_pairs
         self.opening_chars = opening_chars
         self._anywhere = re.compile("|".join(_DISCLAIMERS))
-        self._opening = re.compile("|".join(_REFUSAL_OPENINGS))
+        self._opening = re.compile(r"^\W{0,3}(?:" + "|".join(_REFUSAL_OPENINGS) + ")")
 
     def check(self, ex: Example) -> Verdict:
         if ex.kind == "preference" and not self.apply_to_pairs:

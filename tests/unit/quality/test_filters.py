@@ -133,3 +133,22 @@ def test_repetition_keeps_worked_arithmetic():
                 "The number of words in 4 hours is 3000 * 4 = <<3000*4=12000>>12000 words.\n"
                 "The number of words in 2 days is 12000 * 2 = <<12000*2=24000>>24000 words.\n#### 24000")
     check(RepetitionFilter(), sft("How many words does he write?", solution), None)
+
+
+@pytest.mark.parametrize("text", [
+    "As a language model, I don't have feelings.",
+    "As an AI, I do not have personal opinions.",
+    "I'm sorry, but I'm not able to share that.",
+    "I'm sorry, but as an AI I cannot browse the internet.",
+    "\"I apologize, but I can't do that.\"",
+])
+def test_refusal_variants(text):
+    check(RefusalFilter(), sft("Tell me something", text), Reason.REFUSAL)
+
+
+@pytest.mark.parametrize("text", [
+    "The old man turned away. The character said: 'I'm sorry, but I can't go with you.'",
+    "She works as an AI model researcher at a lab in Paris, studying vision transformers.",
+])
+def test_refusal_lookalikes_pass(text):
+    check(RefusalFilter(), sft("Write a short story", text), None)
