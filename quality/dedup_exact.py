@@ -90,15 +90,18 @@ class ExactDedup(Stage):
         self.index = index if index is not None else ExactIndex()
 
     def check_batch(self, batch: Sequence[Example]) -> list[Verdict]:
-        in_batch: dict[bytes, str] = {}
+        in_batch: dict[bytes, int] = {}  # key -> position of its first copy in this batch
         verdicts = []
-        for ex in batch:
+        for pos, ex in enumerate(batch):
             key = content_key(ex)
-            first = self.index.query(key) or in_batch.get(key)
+            first = self.index.query(key)
             if first is not None:
                 verdicts.append(Verdict(Reason.DUPLICATE_EXACT, detail=first))
+            elif key in in_batch:
+                j = in_batch[key]
+                verdicts.append(Verdict(Reason.DUPLICATE_EXACT, detail=batch[j].id, in_batch_of=j))
             else:
-                in_batch[key] = ex.id
+                in_batch[key] = pos
                 verdicts.append(KEEP)
         return verdicts
 

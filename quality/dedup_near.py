@@ -81,16 +81,17 @@ class NearDedup(Stage):
             match = self.index.ids[row] if row >= 0 else None
             if match == entries[i]:  # the same example again (a replay): not a duplicate of itself
                 match, sim = None, 0.0
+            in_batch_of = None
             if keys[i] and kept_by_key:  # in-batch candidates share a band, as stored ones do
                 cands = {j for k in keys[i] for j in kept_by_key.get(k, ())}
                 for j in sorted(cands):
                     s = float(jaccard(sigs[j], sigs[i]))
                     if s > sim and entries[j] != entries[i]:
-                        match, sim = entries[j], s
+                        match, sim, in_batch_of = entries[j], s, j
             match = id_of_entry(match)
             scores = {"near_jaccard": round(sim, 4)}
             if match is not None and sim >= self.threshold:
-                verdicts.append(Verdict(Reason.DUPLICATE_NEAR, scores, detail=match))
+                verdicts.append(Verdict(Reason.DUPLICATE_NEAR, scores, detail=match, in_batch_of=in_batch_of))
             else:
                 verdicts.append(Verdict(None, scores, detail=match))
                 for k in keys[i]:

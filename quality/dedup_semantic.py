@@ -266,14 +266,15 @@ class SemanticDedup(Stage):
             sim, match = float(sims[j]), (index.ids[rows[j]] if rows[j] >= 0 else None)
             if match == entries[j]:  # a replay of an accepted example is not a duplicate of itself
                 sim, match = 0.0, None
+            in_batch_of = None
             if kept:
                 k = kept[int(np.argmax(within[j, kept]))]
                 if within[j, k] > sim and entries[k] != entries[j]:
-                    sim, match = float(within[j, k]), entries[k]
+                    sim, match, in_batch_of = float(within[j, k]), entries[k], pos[k]
             match = id_of_entry(match)
             scores = {"semantic_similarity": round(sim, 4)}
             if match is not None and sim >= self.threshold:
-                verdicts[i] = Verdict(Reason.DUPLICATE_SEMANTIC, scores, detail=match)
+                verdicts[i] = Verdict(Reason.DUPLICATE_SEMANTIC, scores, detail=match, in_batch_of=in_batch_of)
             else:
                 verdicts[i] = Verdict(None, scores, detail=match)
                 kept.append(j)

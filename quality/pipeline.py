@@ -151,7 +151,46 @@ class Pipeline:
         scores: dict[int, dict[str, float]] = {i: {} for i, _ in live}
         reasons: dict[int, list[str]] = {i: [] for i, _ in live}
         details: dict[int, dict[str, str]] = {i: {} for i, _ in live}
-        for stage in self.stages:
+        state = (decisions, scores, reasons, details)
+        # An example rejected as a duplicate of an EARLIER example of the same batch is
+        # decided again from that stage on if the earlier one ends up not accepted, as if
+        # the batch had been processed one example at a time: decisions do not depend on
+        # how input is cut into batches (file mode and stream mode batch differently).
+        todo: list[tuple[int, list[tuple[int, Example]]]] = [(0, live)]
+        while todo:
+            start, batch = todo.pop(0)
+            recheck = self._run(start, batch, state)
+            accepted = [decisions[i].example for i, _ in batch
+                        if decisions[i] is not None and decisions[i].decision == "accepted"]
+            if accepted and not self.score_mode:
+                for stage in self.stages:
+                    stage.commit(accepted)
+            again: dict[int, list[tuple[int, Example]]] = {}
+            for i, (stage_idx, first, ex) in sorted(recheck.items()):
+                if decisions[first] is None or decisions[first].decision != "accepted":
+                    reasons[i].pop()
+                    details[i].pop(self.stages[stage_idx].name, None)
+                    decisions[i] = None
+                    again.setdefault(stage_idx, []).append((i, ex))
+            todo += sorted(again.items())
+        out = [d for d in decisions if d is not None]
+        assert len(out) == len(raws), "every input must get exactly one decision"
+        for d in out:
+            self.decisions[d.decision] += 1
+            for r in d.reasons:
+                self.reasons[(d.decision, r)] += 1
+        return out
+
+    def _run(self, start: int, live: list[tuple[int, Example]], state: tuple) -> dict[int, tuple[int, int, Example]]:
+        """Runs stages ``start``... over ``live`` and decides every example of it.
+
+        Returns the examples rejected as in-batch duplicates: index -> (stage index,
+        index of the example duplicated, the example as that stage saw it).
+        """
+        decisions, scores, reasons, details = state
+        recheck: dict[int, tuple[int, int, Example]] = {}
+        for stage_idx in range(start, len(self.stages)):
+            stage = self.stages[stage_idx]
             if not live:
                 break
             verdicts = self._run_stage(stage, live, decisions)
@@ -167,28 +206,17 @@ class Pipeline:
                 if v.reason is not None:
                     reasons[i].append(v.reason.value)
                     if not self.score_mode:
+                        if v.in_batch_of is not None:
+                            recheck[i] = (stage_idx, live[v.in_batch_of][0], ex)
                         decisions[i] = Decision(ex.id, "rejected", reasons[i], scores[i], ex.origin,
                                                 example=ex, details=details[i])
                         continue
                 survivors.append((i, ex))
             live = survivors
-
-        accepted = []
         for i, ex in live:
             kind: DecisionKind = "rejected" if reasons[i] else "accepted"
             decisions[i] = Decision(ex.id, kind, reasons[i], scores[i], ex.origin, example=ex, details=details[i])
-            if kind == "accepted":
-                accepted.append(ex)
-        if accepted and not self.score_mode:
-            for stage in self.stages:
-                stage.commit(accepted)
-        out = [d for d in decisions if d is not None]
-        assert len(out) == len(raws), "every input must get exactly one decision"
-        for d in out:
-            self.decisions[d.decision] += 1
-            for r in d.reasons:
-                self.reasons[(d.decision, r)] += 1
-        return out
+        return recheck
 
     def _run_stage(self, stage: Stage, live: list[tuple[int, Example]],
                    decisions: list[Decision | None]) -> list[Verdict | None]:

@@ -31,6 +31,9 @@ class Verdict:
     detail: str | None = None  # e.g. the id of the duplicate or the benchmark item
     # a rewritten example (e.g. PII redacted) that later stages and the outputs see instead
     replacement: Example | None = None
+    # position (in the stage's batch) of an earlier example of the same batch this one
+    # duplicates; the pipeline voids the verdict if that example ends up not accepted
+    in_batch_of: int | None = None
 
     @property
     def keep(self) -> bool:

@@ -130,3 +130,36 @@ def test_settings_validation():
         Pipeline([], max_message_bytes=0)
     with pytest.raises(ValueError, match="max_total_chars"):
         build_pipeline(PipelineSettings(filters=FilterSettings(max_total_chars=0)))
+
+
+def test_decisions_do_not_depend_on_how_input_is_cut_into_batches(tmp_path, mit_sample):
+    """A copy of an example that a LATER stage rejects must not be called a duplicate of it:
+    X; A, a near duplicate of X; A2, A upper-cased. One at a time A2 is a near duplicate of
+    X; in one batch it must be too (not an exact duplicate of the rejected A)."""
+    import dataclasses
+
+    from quality.filemode import curate
+
+    x = ("Write a short story about a lighthouse keeper who finds a message in a bottle and how it "
+         "changes his quiet life on the rocky island far from the coast")
+    rows = [{"id": "X", "instruction": x, "output": "Once upon a time a keeper found a bottle."},
+            {"id": "A", "instruction": x.replace("quiet", "calm"), "output": "Once upon a time a keeper found a bottle."},
+            {"id": "A2", "instruction": x.replace("quiet", "calm").upper(),
+             "output": "ONCE UPON A TIME A KEEPER FOUND A BOTTLE."}]
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(mit_sample.read_bytes() + b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    base = PipelineSettings()
+    settings = dataclasses.replace(base, scoring=dataclasses.replace(base.scoring, enabled=False),
+                                   semantic_dedup=dataclasses.replace(base.semantic_dedup, enabled=False))
+    runs = {}
+    for size in (1, 7, 256):
+        out = tmp_path / f"out{size}"
+        curate(build_pipeline(settings), [src], out, batch_size=size)
+        runs[size] = {}
+        for name in ("accepted", "rejected", "dead_letter"):
+            for line in (out / f"{name}.jsonl").read_bytes().splitlines():
+                env = orjson.loads(line)
+                runs[size][env["origin"]["line"]] = (env["decision"], env["reasons"], env.get("details"))
+    assert runs[1] == runs[7] == runs[256]
+    last = max(runs[1])
+    assert runs[256][last][:2] == ("rejected", ["duplicate_near"]) and runs[256][last][2]["near_dedup"] == "X"
