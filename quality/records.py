@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
 import json
+import re
 
 import orjson
 
@@ -197,15 +198,23 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_LONG_INT = re.compile(r"(?<![\d.eE+-])-?\d{19,}(?![\d.eE])")
+
+
+def _big_int(text: str) -> int | str:
+    """Integers that fit in 64 bits stay integers; longer ones become their digits as a
+    string, so envelopes stay serializable (orjson writes 64-bit integers at most)."""
+    value = int(text)
+    return value if -(1 << 63) <= value < (1 << 64) else text
+
+
 def _loads(text: str) -> Any:
-    """orjson first (fast); the standard library only for what orjson refuses but JSON
-    allows, i.e. integers beyond 64 bits."""
-    try:
+    """orjson (fast), unless the text has an integer of 19+ digits: orjson silently turns
+    integers beyond 64 bits into floats (losing digits of an id), so those payloads go
+    through the standard library, keeping big integers exactly (as strings)."""
+    if _LONG_INT.search(text) is None:
         return orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        if "64-bit" not in str(exc):
-            raise
-    return json.loads(text, parse_constant=_no_constants)
+    return json.loads(text, parse_constant=_no_constants, parse_int=_big_int)
 
 
 def detect_format(obj: Mapping[str, Any]) -> str | None:

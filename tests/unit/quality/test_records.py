@@ -148,8 +148,11 @@ def test_arbitrary_text_payloads_never_raise(text):
     _one_outcome(parse(RawRecord(text, ORIGIN)))
 
 
-def test_big_integers_are_valid_json():
-    assert isinstance(p(b'{"instruction": "x", "output": "y", "metadata": {"n": 18446744073709551616}}'), Example)
+def test_big_integers_are_valid_json_and_keep_their_digits():
+    ex = p(b'{"id": 99999999999999999999, "instruction": "x", "output": "y", "metadata": {"n": 18446744073709551616}}')
+    assert ex.id == "99999999999999999999"  # orjson alone would make it 1e20
+    assert ex.metadata == {"n": "18446744073709551616"}  # beyond 64 bits: kept as digits
+    orjson.dumps(ex.metadata)
     out = p(b'{"instruction": "x", "output": "y", "metadata": {"n": NaN}}')
     assert isinstance(out, ParseFailure) and out.reason == Reason.INVALID_JSON
 
