@@ -35,6 +35,8 @@ PLANNED_METRICS = {
     "sieve_batch_seconds_bucket", "sieve_dedup_index_size", "sieve_consumer_lag",
     "sieve_last_batch_timestamp_seconds", "sieve_finetune_batches_total", "sieve_finetune_batch_examples_bucket",
     "sieve_finetune_batch_age_seconds", "sieve_finetune_open_batch_examples",
+    "sieve_score_bucket", "sieve_reward_score_bucket", "sieve_duplicates_total", "sieve_model_examples_per_second",
+    "sieve_model_batch_size_bucket",
 }
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count"),
             "gauge": ("",), "info": ("_info",)}
