@@ -28,8 +28,12 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
+# the quick benchmarks and evaluations (bench/README.md lists the long ones)
 bench: setup
-	$(PY) bench/run_all.py
+	$(PY) bench/eval_accounting.py
+	$(PY) bench/bench_batches.py
+	$(PY) bench/eval_scoring.py
+	$(PY) bench/eval_dedup.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
