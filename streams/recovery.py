@@ -193,6 +193,21 @@ def _restore_snapshot(kafka: KafkaSettings, pipeline: Pipeline, directory: Path 
     return covered
 
 
+def _check_raw_topic_not_recreated(kafka: KafkaSettings, skip: set[Origin]) -> None:
+    """Envelopes naming input offsets past the raw topic's end mean it was deleted and
+    created again while the outputs were kept: new inputs at those offsets would be
+    skipped as decided, silently. Refuse to start instead."""
+    if not skip:
+        return
+    ends = end_offsets(kafka, kafka.raw_topic)
+    beyond = sorted((p, o) for _, p, o in skip if o >= ends.get(p, 0))
+    if beyond:
+        raise ValueError(
+            f"the output topics name {len(beyond)} input(s) of {kafka.raw_topic!r} past its end (first: "
+            f"partition {beyond[0][0]} offset {beyond[0][1]}, end {ends.get(beyond[0][0], 0)}): was the raw "
+            "topic recreated? Recreate the output topics too, or use new topic names and kafka.group_id")
+
+
 def recover(kafka: KafkaSettings, pipeline: Pipeline, *, group_id: str | None = None,
             progress: Callable[[str, int], None] | None = None,
             state_dir: str | Path | None = None) -> RecoveryResult:
@@ -243,6 +258,7 @@ def recover(kafka: KafkaSettings, pipeline: Pipeline, *, group_id: str | None = 
         result.scanned[topic] = n
     if pending:
         result.warmed += pipeline.warm(pending)
+    _check_raw_topic_not_recreated(kafka, result.skip)
     if result.unparseable_accepted:
         log.warning("recovery: %d accepted envelopes could not be parsed back; their content is not in the "
                     "dedup state", result.unparseable_accepted)

@@ -154,6 +154,9 @@ def test_snapshot_plus_tail_uses_accepted_positions_not_input_positions(kafka, u
             for r, (p, o) in zip(rows, origins)]
     original = build_pipeline(settings)
     producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
+    for raw in raws:  # the inputs exist where their origins say
+        producer.send(names["raw"], raw.payload, partition=raw.origin["partition"])
+    producer.flush()
     state = tmp_path / "state"
 
     def publish(decisions):
@@ -176,3 +179,32 @@ def test_snapshot_plus_tail_uses_accepted_positions_not_input_positions(kafka, u
               for i, r in enumerate(rows)]
     assert [d.reasons for d in restarted.process(copies)] == [d.reasons for d in original.process(copies)]
     assert all(d.reasons == ["duplicate_exact"] for d in restarted.process(copies))
+
+
+def test_a_recreated_raw_topic_stops_recovery_with_a_clear_error(kafka, unique_topic, tmp_path):
+    """Outputs that name inputs past the raw topic's end would make the worker skip new
+    inputs at those offsets; recovery refuses instead."""
+    from kafka import KafkaProducer
+    from kafka.admin import KafkaAdminClient
+
+    from streams.config import KafkaSettings
+    from streams.recovery import recover
+
+    names = {k: f"{unique_topic}.{k}" for k in ("raw", "accepted", "rejected", "dead-letter")}
+    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    admin.create_topics({t: {"num_partitions": 1, "replication_factor": 1} for t in names.values()},
+                        wait_for_metadata=True)
+    admin.close()
+    ks = KafkaSettings(brokers=kafka.bootstrap, raw_topic=names["raw"], accepted_topic=names["accepted"],
+                       rejected_topic=names["rejected"], dead_letter_topic=names["dead-letter"],
+                       group_id=f"{unique_topic}-g")
+    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
+    old = {"id": "x", "decision": "rejected", "reasons": ["refusal"], "scores": {}, "example": None,
+           "origin": {"topic": names["raw"], "partition": 0, "offset": 41}}
+    producer.send(names["rejected"], orjson.dumps(old))
+    producer.flush()
+    producer.close()
+    from quality.config import PipelineSettings, ScoringSettings
+
+    with pytest.raises(ValueError, match="recreated"):
+        recover(ks, build_pipeline(PipelineSettings(scoring=ScoringSettings(enabled=False))))
