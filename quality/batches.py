@@ -355,6 +355,7 @@ class BatchAssembler:
         manifest: dict[str, Any] = {
             "schema": MANIFEST_SCHEMA, "batch_id": batch_id, "seq": seq, "trigger": trigger,
             "opened_at": iso(self.opened_at), "closed_at": iso(now), "closed_at_unix": now,
+            "age_at_close_s": round(self.age_s(now), 3),
             "location": {"dir": str(self.root / batch_id), "uri": uri("").rstrip("/") + "/",
                          "manifest": "manifest.json"},
             "counts": {"examples": len(self._open),

@@ -14,6 +14,8 @@ from quality.batches import TRIGGERS
 
 #: Examples per closed batch.
 BATCH_EXAMPLES_BUCKETS = (10, 50, 100, 500, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000)
+#: Seconds from a batch's oldest example to its close.
+BATCH_AGE_BUCKETS = (1, 10, 60, 300, 900, 1_800, 3_600, 7_200, 21_600, 86_400)
 
 
 class BatchMetrics:
@@ -25,6 +27,9 @@ class BatchMetrics:
                                ["trigger"], registry=r)
         self.batch_examples = Histogram("sieve_finetune_batch_examples", "Examples per closed fine-tuning batch.",
                                         buckets=BATCH_EXAMPLES_BUCKETS, registry=r)
+        self.age_at_close = Histogram("sieve_finetune_batch_age_at_close_seconds",
+                                      "Seconds from a closed batch's oldest example to its close.",
+                                      buckets=BATCH_AGE_BUCKETS, registry=r)
         self.batch_age = Gauge("sieve_finetune_batch_age_seconds",
                                "Seconds since the oldest example of the open batch arrived (0 when empty).",
                                registry=r)
@@ -41,6 +46,8 @@ class BatchMetrics:
     def observe_closed(self, manifest: Mapping[str, Any]) -> None:
         self.batches.labels(manifest["trigger"]).inc()
         self.batch_examples.observe(manifest["counts"]["examples"])
+        if manifest.get("age_at_close_s") is not None:
+            self.age_at_close.observe(manifest["age_at_close_s"])
         self.refusal_share.set(manifest["refusals"]["share"])
 
     def observe_open(self, examples: int, age_s: float) -> None:

@@ -36,7 +36,7 @@ PLANNED_METRICS = {
     "sieve_last_batch_timestamp_seconds", "sieve_finetune_batches_total", "sieve_finetune_batch_examples_bucket",
     "sieve_finetune_batch_age_seconds", "sieve_finetune_open_batch_examples",
     "sieve_score_bucket", "sieve_reward_score_bucket", "sieve_duplicates_total", "sieve_model_examples_per_second",
-    "sieve_model_batch_size_bucket",
+    "sieve_model_batch_size_bucket", "sieve_finetune_batch_age_at_close_seconds_bucket",
 }
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count"),
             "gauge": ("",), "info": ("_info",)}

@@ -374,3 +374,15 @@ def test_a_reused_id_with_other_content_is_batched_but_a_redelivery_is_not(tmp_p
     asm.feed([env("1", "First answer."), env("1", "A different answer."), env("1", "First answer.")])
     manifest = asm.close("request")
     assert manifest["counts"]["examples"] == 2 and asm.redelivered_total == 1
+
+
+def test_manifest_records_the_batch_age_at_close(tmp_path):
+    from quality.batches import BatchAssembler
+
+    now = [1000.0]
+    asm = BatchAssembler(tmp_path / "b", max_examples=0, max_age_s=0, clock=lambda: now[0])
+    asm.feed([{"id": "a", "decision": "accepted", "reasons": [], "scores": {}, "source": "t",
+               "example": {"messages": [{"role": "user", "content": "Hi there."},
+                                        {"role": "assistant", "content": "Hello."}]}}])
+    now[0] = 1042.5
+    assert asm.close("request")["age_at_close_s"] == 42.5
