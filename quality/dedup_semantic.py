@@ -31,6 +31,7 @@ from quality.dedup_near import example_time
 from quality.reasons import Reason
 from quality.records import Example
 from quality.stage import Stage, Verdict
+from quality.tombstones import TombstoneRows
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def _faiss():
     return faiss
 
 
-class VectorIndex:
+class VectorIndex(TombstoneRows):
     """Ids and normalized vectors in FAISS, searched by inner product.
 
     Args:
@@ -166,19 +167,8 @@ class VectorIndex:
             todo, k = todo[~found], min(self.index.ntotal, k * 8)
         return best_sim, best_row
 
-    def remove(self, ex_id: str) -> bool:
-        row = self.row_of.pop(ex_id, None)
-        if row is None:
-            return False
-        self.alive[row] = False
-        return True
-
-    def expire(self, before: float) -> int:
-        rows = np.flatnonzero(self.alive & (np.asarray(self.times) < before))
-        for r in rows.tolist():
-            self.row_of.pop(self.ids[r], None)
-        self.alive[rows] = False
-        return len(rows)
+    def _row_times(self) -> np.ndarray:
+        return np.asarray(self.times, dtype=np.float64)
 
     def __contains__(self, ex_id: str) -> bool:
         return ex_id in self.row_of

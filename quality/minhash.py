@@ -34,6 +34,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from quality.tombstones import TombstoneRows
+
 _TOKEN = re.compile(rb"[^\x00-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]+")
 _MASK32 = np.uint64(0xFFFFFFFF)
 _SHIFT32 = np.uint64(32)
@@ -143,7 +145,7 @@ def choose_bands(num_perm: int, threshold: float, min_recall: float = 0.99) -> t
     return best
 
 
-class LSHIndex:
+class LSHIndex(TombstoneRows):
     """Banded LSH over MinHash signatures, with the signatures kept for verification.
 
     Rows are appended; an id added twice is ignored (idempotent by id). Removed or
@@ -267,21 +269,8 @@ class LSHIndex:
         hit = self._keys[pos] == needles[which]
         return which[hit], pos[hit]
 
-    def remove(self, ex_id: str) -> bool:
-        """Forgets one id (a tombstone: its keys stay but never match). True if it was stored."""
-        row = self.row_of.pop(ex_id, None)
-        if row is None:
-            return False
-        self.alive[row] = False
-        return True
-
-    def expire(self, before: float) -> int:
-        """Forgets every row added before time ``before``; returns how many."""
-        rows = np.flatnonzero(self.alive[: self._n] & (self.times[: self._n] < before))
-        for r in rows.tolist():
-            self.row_of.pop(self.ids[r], None)
-        self.alive[rows] = False
-        return len(rows)
+    def _row_times(self) -> np.ndarray:
+        return self.times[: self._n]
 
     # -- reads --------------------------------------------------------------
     def candidate_pairs(self, sigs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
