@@ -325,11 +325,7 @@ class BatchAssembler:
                       b"".join(orjson.dumps(i, option=orjson.OPT_APPEND_NEWLINE) for i in ids))
         entry = {"batch_id": batch_id, "seq": seq, "trigger": trigger, "examples": len(ids),
                  "closed_at": manifest["closed_at"], "closed_at_unix": now, "manifest": f"{batch_id}/manifest.json"}
-        with open(self.state / "ledger.jsonl", "ab") as fh:
-            fh.write(orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
-            fh.flush()
-            os.fsync(fh.fileno())
-        self.ledger.append(entry)
+        self._append_ledger(entry)
         self.batched.update(ids)
         self.last_seq, self.last_closed_at = seq, now
         self._reset_open(now)
@@ -397,12 +393,16 @@ class BatchAssembler:
         """Manifests of closed batches not yet announced, oldest first (to publish after a restart)."""
         return [self.manifest(e["batch_id"]) for e in self.closed() if not e["published"]]
 
-    def mark_published(self, batch_id: str, where: str) -> None:
-        """Record (durably) that the batch's manifest was acknowledged on ``where``."""
-        entry = {"published": batch_id, "where": where, "at": iso(self.clock())}
+    def _append_ledger(self, entry: dict[str, Any]) -> None:
+        """Appends one line to the ledger and fsyncs it: the commit point of a close or an announcement."""
         with open(self.state / "ledger.jsonl", "ab") as fh:
             fh.write(orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
             fh.flush()
             os.fsync(fh.fileno())
         self.ledger.append(entry)
+
+    def mark_published(self, batch_id: str, where: str) -> None:
+        """Record (durably) that the batch's manifest was acknowledged on ``where``."""
+        entry = {"published": batch_id, "where": where, "at": iso(self.clock())}
+        self._append_ledger(entry)
         self.published.add(batch_id)
