@@ -165,7 +165,7 @@ class BatchAssembler:
             self.batched.update(read_jsonl(self.state / "ids" / f"{batch_id}.jsonl"))
         self._remove_orphans(known)
         self._open: list[dict[str, Any]] = []   # accepted envelopes of the open batch
-        self._open_ids: set[str] = set()
+        self._open_ids: dict[str, None] = {}   # example keys of the open batch, in feeding order
         self.opened_at: float | None = None
         lines = read_jsonl(self.state / "open.jsonl", repair=True)
         header = lines[0] if lines and "open_after" in lines[0] else None
@@ -177,8 +177,9 @@ class BatchAssembler:
         for line in lines[1:]:
             self.window.replay(line)
             env = line.get("e")
-            if env is not None and example_key(env) not in self.batched and example_key(env) not in self._open_ids:
-                self._join(env, line["t"])
+            key = example_key(env) if env is not None else None
+            if key is not None and key not in self.batched and key not in self._open_ids:
+                self._join(env, key, line["t"])
         self._open_fh = open(self.state / "open.jsonl", "ab")
         if self._open:
             log.info("batch state %s: %d examples in the open batch, %d batches closed", self.root,
@@ -202,7 +203,7 @@ class BatchAssembler:
         if getattr(self, "_open_fh", None) is not None:
             self._open_fh.close()
         self._open_fh = open(self.state / "open.jsonl", "ab")
-        self._open, self._open_ids, self.opened_at = [], set(), None
+        self._open, self._open_ids, self.opened_at = [], {}, None
         self.window = Window(window_start)
 
     def _append(self, line: Mapping[str, Any]) -> None:
@@ -240,9 +241,9 @@ class BatchAssembler:
             return 0.0
         return max(0.0, (self.clock() if now is None else now) - self.opened_at)
 
-    def _join(self, env: dict[str, Any], t: float) -> None:
+    def _join(self, env: dict[str, Any], key: str, t: float) -> None:
         self._open.append(env)
-        self._open_ids.add(example_key(env))
+        self._open_ids[key] = None
         if self.opened_at is None:
             self.opened_at = t
 
@@ -260,13 +261,13 @@ class BatchAssembler:
                     or kind_of(env["example"]) is None:
                 log.warning("accepted envelope %r has no usable example; not batched", str(env.get("id"))[:80])
                 line = {"t": t, "x": "invalid"}
-            elif example_key(env) in self.batched or example_key(env) in self._open_ids:
+            elif (key := example_key(env)) in self.batched or key in self._open_ids:
                 line = {"t": t, "x": "redelivered"}
                 self.redelivered_total += 1
             else:
                 env = dict(env)
                 line = {"t": t, "e": env}
-                self._join(env, t)
+                self._join(env, key, t)
             self._append(line)
             self.window.replay(line)
             if self.max_examples and len(self._open) >= self.max_examples:
@@ -312,7 +313,7 @@ class BatchAssembler:
             return None
         now = self.clock()
         seq = self.last_seq + 1
-        ids = [example_key(e) for e in self._open]
+        ids = list(self._open_ids)  # one key per open envelope, in feeding order
         digest = hashlib.blake2b("\n".join(sorted(ids)).encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
         batch_id = f"{seq:06d}-{digest}"
         final, tmp = self.root / batch_id, self.root / f".tmp-{batch_id}"
