@@ -36,7 +36,7 @@ from quality.records import RawRecord
 from quality.state import DedupWindow, save_snapshot
 from streams.config import Settings
 from streams.metrics import SieveMetrics
-from streams.recovery import Origin
+from streams.recovery import DecidedInputs, Frontier, Origin
 from streams.topics import client_kwargs, output_topics
 
 log = logging.getLogger(__name__)
@@ -138,20 +138,23 @@ class StreamWorker:
         metrics: where batch metrics go.
         skip: inputs already decided before a restart (from :func:`streams.recovery.recover`).
         highwater: ``(topic, partition) -> highwater`` of the raw topic, for the lag gauge.
-        accepted_end: ``sieve.accepted`` end offsets the recovered state covers.
+        output_end: output topic -> partition -> end offset the recovered state covers.
+        decided_end: raw partition -> end of the inputs decided before the restart (the
+            restored snapshot's frontier).
         snapshot_dir: where dedup snapshots go every ``settings.snapshot_interval_s``
             (None: no snapshots).
     """
 
     def __init__(self, settings: Settings, pipeline: Pipeline, metrics: SieveMetrics,
-                 skip: set[Origin] | None = None,
+                 skip: DecidedInputs | None = None,
                  highwater: Callable[[str, int], int | None] | None = None,
-                 accepted_end: dict[int, int] | None = None, snapshot_dir: Path | None = None) -> None:
+                 output_end: dict[str, dict[int, int]] | None = None, decided_end: dict[int, int] | None = None,
+                 snapshot_dir: Path | None = None) -> None:
         self.settings = settings
         self.kafka = settings.kafka
         self.pipeline = pipeline
         self.metrics = metrics
-        self.skip = set(skip or ())
+        self.skip = skip if skip is not None else DecidedInputs(settings.kafka.raw_topic)
         self.recent = RecentOrigins()
         self.highwater = highwater
         self.topics = output_topics(self.kafka)
@@ -160,8 +163,11 @@ class StreamWorker:
         self.producer: Any = None
         self.batches = 0
         self.ready = False
-        # sieve.accepted partition -> end offset this worker's state covers (for snapshots)
-        self.accepted_end: dict[int, int] = dict(accepted_end or {})
+        # what this worker has decided and written, saved with each snapshot (its frontier):
+        # output topic -> partition -> end offset, and raw partition -> end of the decided inputs
+        self.output_end: dict[str, dict[int, int]] = {t: dict((output_end or {}).get(t, {}))
+                                                      for t in self.topics.values()}
+        self.decided_end: dict[int, int] = dict(decided_end or {})
         self.snapshot_dir = snapshot_dir
         self.snapshot_interval_s = settings.snapshot_interval_s
         self._last_snapshot = time.monotonic()
@@ -225,6 +231,9 @@ class StreamWorker:
                     log.info("dedup window: forgot %s", expired)
             for raw in raws:
                 self.recent.add((raw.origin["topic"], raw.origin["partition"], raw.origin["offset"]))
+        for (topic, partition), offset in last_offset.items():  # every input up to here is decided and out
+            if topic == self.kafka.raw_topic:
+                self.decided_end[partition] = max(self.decided_end.get(partition, 0), offset + 1)
         self.batches += 1
         lag = {}
         if self.highwater is not None:
@@ -239,14 +248,18 @@ class StreamWorker:
         """Snapshot the dedup state between batches, when every output so far is acknowledged.
 
         It runs on the pipeline's own thread, so no batch mutates the indexes meanwhile;
-        ``accepted_end`` then names exactly the accepted records the state contains.
+        ``output_end`` then names exactly the accepted records the state contains, and
+        ``decided_end`` the inputs whose envelopes are all out (recovery skips those).
         """
         if self.snapshot_dir is None or self.snapshot_interval_s <= 0 or self._in_batch:
             return  # mid-batch the state may hold examples whose envelopes are not out yet
         if not force and time.monotonic() - self._last_snapshot < self.snapshot_interval_s:
             return
-        meta = {"accepted_topic": self.kafka.accepted_topic,
-                "accepted_end_offsets": {str(p): o for p, o in self.accepted_end.items()}}
+        accepted_end = self.output_end[self.kafka.accepted_topic]
+        meta = {"accepted_topic": self.kafka.accepted_topic, "raw_topic": self.kafka.raw_topic,
+                "group_id": self.kafka.group_id,
+                "accepted_end_offsets": {str(p): o for p, o in accepted_end.items()},
+                **Frontier(dict(self.decided_end), self.output_end).meta()}
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         self._last_snapshot = time.monotonic()
@@ -283,8 +296,8 @@ class StreamWorker:
             futures.append(await self.producer.send(topic, value=value, key=key))
             sent_to.append(topic)
         for topic, meta in zip(sent_to, await asyncio.gather(*futures)):
-            if topic == self.kafka.accepted_topic:
-                self.accepted_end[meta.partition] = max(self.accepted_end.get(meta.partition, 0), meta.offset + 1)
+            ends = self.output_end[topic]
+            ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
 
 
 def register_agent(app: Any, raw_topic: Any, worker: StreamWorker) -> Any:

@@ -24,7 +24,8 @@ decisions match an uninterrupted run. If an output cannot be delivered the worke
 exits with status 75 without committing: restart it (a supervisor should).
 
 Start-up: creates missing topics (kafka.partitions, kafka.replication_factor), runs
-that recovery (a full read of the three output topics), then consumes. SIGTERM or
+that recovery (a read of what the output topics got since the last dedup
+snapshot in state_dir; all of them without one), then consumes. SIGTERM or
 Ctrl-C finishes the current batch, commits and stops.
 
 HTTP on metrics.host:metrics.port (default 0.0.0.0:9108; 0 = any free port):
@@ -104,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
         app, raw_topic = build_app(settings, datadir=datadir)
         worker = StreamWorker(settings, pipeline, metrics, skip=result.skip,
                               highwater=lambda topic, partition: app.consumer.highwater(TP(topic, partition)),
-                              accepted_end=result.accepted_end, snapshot_dir=snapshot_dir(settings.state_dir, kafka))
+                              output_end=result.output_end, decided_end=result.decided_end,
+                              snapshot_dir=snapshot_dir(settings.state_dir, kafka))
         state["worker"] = worker
         register_agent(app, raw_topic, worker)
         log.info("consuming %s as group %s on %s (batch_max=%d, within=%.2fs)", kafka.raw_topic,

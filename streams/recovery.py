@@ -5,22 +5,28 @@ are acknowledged, so a worker that dies (kill -9, OOM, lost node) between the
 two will see some inputs again. Recovery makes the outputs idempotent anyway:
 
 1. read the consumer group's committed offset of every partition of the raw topic;
-2. scan the three output topics from the beginning to their current end and
-   collect the ``origin`` (topic, partition, offset) of every envelope whose
-   origin offset is at or past the committed offset of its partition: those inputs
-   were decided before the crash and will be redelivered, so the worker skips them
-   (the **skip set**) and produces nothing new for them;
-3. rebuild the dedup state: restore the newest snapshot of the dedup indexes (if
-   any, see :mod:`quality.state`; the worker writes one every
-   ``snapshot_interval_s``), then replay ``sieve.accepted`` (the source of truth)
-   past the offsets the snapshot covers, by parsing each accepted envelope's
-   canonical example back into an :class:`Example` and handing them to
-   :meth:`quality.pipeline.Pipeline.warm`. Without a usable snapshot all of
-   ``sieve.accepted`` is replayed. Snapshots matter most for semantic dedup: an
-   envelope carries no embedding, so a replayed example is encoded again.
+2. restore the newest dedup snapshot (see :mod:`quality.state`; the worker writes one
+   every ``snapshot_interval_s`` and when it drains). Its meta holds the worker's
+   **frontier** at that moment: per raw partition the end of the inputs it had decided
+   (every offset below was decided and its envelope acknowledged), and the end offsets
+   of the three output topics. Inputs between the committed offset and that end are
+   decided: they go into the **skip set** as one offset range per partition;
+3. scan the three output topics from the frontier's output offsets (from the beginning
+   without a usable snapshot) to their current end, and add the ``origin`` (topic,
+   partition, offset) of every envelope whose origin offset is at or past the committed
+   offset of its partition to the skip set: those inputs were decided before the crash
+   and will be redelivered, so the worker skips them and produces nothing new for them;
+4. replay the accepted envelopes of that tail (``sieve.accepted`` is the source of
+   truth) into the restored dedup state: each envelope's canonical example is parsed
+   back into an :class:`Example` and handed to :meth:`quality.pipeline.Pipeline.warm`.
+   Without a usable snapshot all of ``sieve.accepted`` is replayed. Snapshots matter
+   most for semantic dedup: an envelope carries no embedding, so a replayed example is
+   encoded again.
 
-The skip set still costs a full read of the output topics at every start (O(all
-outputs)); docs/streams.md has the numbers.
+So a restart reads only the outputs written since the last snapshot, O(traffic in one
+``snapshot_interval_s``), not O(all outputs); docs/streams.md has the numbers. A snapshot
+of another raw topic, consumer group or output topic (or of output topics that were
+recreated since) is not trusted: recovery then scans everything.
 """
 
 from __future__ import annotations
@@ -53,21 +59,79 @@ Origin = tuple[str, int, int]  # (topic, partition, offset) of an input message
 
 
 @dataclass
+class DecidedInputs:
+    """Inputs of ``topic`` already decided: one offset range per partition plus single origins.
+
+    The ranges come from a snapshot's frontier, the single origins from the output tail.
+    Membership is what the worker asks (``origin in decided``) before deciding an input.
+    """
+
+    topic: str
+    ranges: dict[int, tuple[int, int]] = field(default_factory=dict)  # partition -> [first, end)
+    origins: set[Origin] = field(default_factory=set)
+
+    def __contains__(self, origin: object) -> bool:
+        if not isinstance(origin, tuple) or len(origin) != 3:
+            return False
+        topic, partition, offset = origin
+        if topic == self.topic and partition in self.ranges:
+            first, end = self.ranges[partition]
+            if first <= offset < end:
+                return True
+        return origin in self.origins
+
+    def add(self, origin: Origin) -> None:
+        if origin not in self:
+            self.origins.add(origin)
+
+    def discard(self, origin: Origin) -> None:
+        """Forgets a single origin once it was skipped; ranges stay (those inputs stay decided)."""
+        self.origins.discard(origin)
+
+    def __len__(self) -> int:
+        return len(self.origins) + sum(end - first for first, end in self.ranges.values())
+
+    def ends(self) -> dict[int, int]:
+        """Partition -> one past the highest decided offset."""
+        out = {p: end for p, (_, end) in self.ranges.items()}
+        for topic, partition, offset in self.origins:
+            if topic == self.topic:
+                out[partition] = max(out.get(partition, 0), offset + 1)
+        return out
+
+
+@dataclass(frozen=True)
+class Frontier:
+    """What a snapshot's worker had decided and written when the snapshot was taken."""
+
+    decided_end: dict[int, int]              # raw partition -> end of the decided inputs
+    output_end: dict[str, dict[int, int]]    # output topic -> partition -> end offset
+
+    def meta(self) -> dict:
+        return {"decided_end_offsets": {str(p): o for p, o in self.decided_end.items()},
+                "output_end_offsets": {t: {str(p): o for p, o in ends.items()} for t, ends in self.output_end.items()}}
+
+
+@dataclass
 class RecoveryResult:
     """What the worker needs before it consumes, and what recovery cost."""
 
     committed: dict[int, int] = field(default_factory=dict)   # raw partition -> next offset to consume
-    skip: set[Origin] = field(default_factory=set)            # inputs already decided, to skip once
+    skip: DecidedInputs | None = None                          # inputs already decided, to skip
     scanned: dict[str, int] = field(default_factory=dict)     # output topic -> envelopes read
     warmed: int = 0                                            # accepted examples put back into the state
     snapshot: str | None = None                                # the snapshot restored, if any
     accepted_end: dict[int, int] = field(default_factory=dict)  # sieve.accepted partition -> end offset scanned
+    output_end: dict[str, dict[int, int]] = field(default_factory=dict)  # output topic -> partition -> end
+    decided_end: dict[int, int] = field(default_factory=dict)  # raw partition -> end of the snapshot's frontier
+    frontier: bool = False                                     # the scan started at a snapshot's frontier
     unparseable_accepted: int = 0                              # accepted envelopes that did not parse back
     seconds: float = 0.0
 
     def summary(self) -> dict:
-        return {"committed": self.committed, "skip": len(self.skip), "scanned": self.scanned,
-                "snapshot": self.snapshot, "warmed": self.warmed, "unparseable_accepted": self.unparseable_accepted,
+        skip = self.skip if self.skip is not None else ()
+        return {"committed": self.committed, "skip": len(skip), "scanned": self.scanned,
+                "frontier": self.frontier, "snapshot": self.snapshot, "warmed": self.warmed, "unparseable_accepted": self.unparseable_accepted,
                 "seconds": round(self.seconds, 3)}
 
 
@@ -109,9 +173,12 @@ def end_offsets(kafka: KafkaSettings, topic: str) -> dict[int, int]:
         consumer.close()
 
 
-def scan_topic(kafka: KafkaSettings, topic: str, *,
+def scan_topic(kafka: KafkaSettings, topic: str, *, start: dict[int, int] | None = None,
                max_fetch_bytes: int | None = None) -> Iterator[tuple[int, int, bytes]]:
-    """``(partition, offset, value)`` of every record of ``topic``, from its beginning to its end as of the call.
+    """``(partition, offset, value)`` of every record of ``topic``, from ``start`` to its end as of the call.
+
+    ``start`` maps partition to the first offset to read (default: the beginning; an
+    offset the retention already deleted reads from the earliest record kept).
 
     Uses no consumer group (manual assignment), so it commits nothing.
 
@@ -132,6 +199,11 @@ def scan_topic(kafka: KafkaSettings, topic: str, *,
         end = consumer.end_offsets(tps)
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
+        if start:
+            earliest = consumer.beginning_offsets(tps)
+            for tp in tps:
+                if start.get(tp.partition, 0) > earliest[tp]:
+                    consumer.seek(tp, min(start[tp.partition], end[tp]))
         todo = {tp for tp in tps if consumer.position(tp) < end[tp]}
         last_progress = time.monotonic()
         while todo:
@@ -170,42 +242,70 @@ def snapshot_dir(state_dir: str | Path, kafka: KafkaSettings) -> Path:
     return Path(state_dir) / "dedup" / safe
 
 
-def _restore_snapshot(kafka: KafkaSettings, pipeline: Pipeline, directory: Path | None,
-                      result: RecoveryResult) -> dict[int, int]:
-    """Restores the snapshot if it belongs to this accepted topic; returns the offsets it covers."""
+def _restore_snapshot(kafka: KafkaSettings, pipeline: Pipeline, directory: Path | None, group_id: str,
+                      result: RecoveryResult) -> tuple[dict[int, int], Frontier | None]:
+    """Restores the snapshot if it belongs to this accepted topic.
+
+    Returns the ``sieve.accepted`` offsets its dedup state covers, and its frontier when
+    that can be trusted for the skip set (same raw topic, group and output topics, none
+    of them recreated since).
+    """
     if directory is None:
-        return {}
+        return {}, None
     meta = snapshot_meta(directory)
     if not meta:
-        return {}
+        return {}, None
     covered = {int(p): int(o) for p, o in (meta.get("accepted_end_offsets") or {}).items()}
     ends = end_offsets(kafka, kafka.accepted_topic)
     if meta.get("accepted_topic") != kafka.accepted_topic or any(o > ends.get(p, 0) for p, o in covered.items()):
         log.warning("recovery: snapshot in %s is not of this %s (topic recreated?); replaying everything",
                     directory, kafka.accepted_topic)
-        return {}
+        return {}, None
+    frontier = _frontier(kafka, meta, group_id)
     restored = load_snapshot(pipeline.stages, directory)
     if not restored.complete:
         log.warning("recovery: snapshot lacks state for %s; replaying all of %s", restored.missing,
                     kafka.accepted_topic)
-        return {}
+        return {}, frontier
     result.snapshot = str(restored.path)
-    return covered
+    return covered, frontier
 
 
-def _check_raw_topic_not_recreated(kafka: KafkaSettings, skip: set[Origin]) -> None:
-    """Envelopes naming input offsets past the raw topic's end mean it was deleted and
-    created again while the outputs were kept: new inputs at those offsets would be
-    skipped as decided, silently. Refuse to start instead."""
-    if not skip:
+def _frontier(kafka: KafkaSettings, meta: dict, group_id: str) -> Frontier | None:
+    """The snapshot's frontier, or None when it is missing or not of these topics and group."""
+    decided, outputs = meta.get("decided_end_offsets"), meta.get("output_end_offsets")
+    if not isinstance(decided, dict) or not isinstance(outputs, dict):
+        return None  # a snapshot of an older Sieve: scan everything
+    if meta.get("raw_topic") != kafka.raw_topic or meta.get("group_id") != group_id:
+        log.warning("recovery: the snapshot was taken for %s as group %s, not %s as %s; scanning all outputs",
+                    meta.get("raw_topic"), meta.get("group_id"), kafka.raw_topic, group_id)
+        return None
+    frontier = Frontier({int(p): int(o) for p, o in decided.items()},
+                        {t: {int(p): int(o) for p, o in ends.items()} for t, ends in outputs.items()})
+    for topic in output_topics(kafka).values():
+        if topic not in frontier.output_end:
+            return None
+        now = end_offsets(kafka, topic)
+        if any(o > now.get(p, 0) for p, o in frontier.output_end[topic].items()):
+            log.warning("recovery: %s is shorter than when the snapshot was taken (recreated?); scanning all "
+                        "outputs", topic)
+            return None
+    return frontier
+
+
+def _check_raw_topic_not_recreated(kafka: KafkaSettings, decided: DecidedInputs) -> None:
+    """Decided inputs past the raw topic's end mean it was deleted and created again while
+    the outputs (or the snapshot) were kept: new inputs at those offsets would be skipped as
+    decided, silently. Refuse to start instead."""
+    if not len(decided):
         return
     ends = end_offsets(kafka, kafka.raw_topic)
-    beyond = sorted((p, o) for _, p, o in skip if o >= ends.get(p, 0))
+    beyond = sorted((p, o - 1) for p, o in decided.ends().items() if o > ends.get(p, 0))
     if beyond:
         raise ValueError(
-            f"the output topics name {len(beyond)} input(s) of {kafka.raw_topic!r} past its end (first: "
-            f"partition {beyond[0][0]} offset {beyond[0][1]}, end {ends.get(beyond[0][0], 0)}): was the raw "
-            "topic recreated? Recreate the output topics too, or use new topic names and kafka.group_id")
+            f"the output topics name input(s) of {kafka.raw_topic!r} past its end (partition {beyond[0][0]} "
+            f"offset {beyond[0][1]}, end {ends.get(beyond[0][0], 0)}): was the raw topic recreated? Recreate the "
+            "output topics too (and clear the state_dir's snapshot), or use new topic names and kafka.group_id")
 
 
 def recover(kafka: KafkaSettings, pipeline: Pipeline, *, group_id: str | None = None,
@@ -218,19 +318,34 @@ def recover(kafka: KafkaSettings, pipeline: Pipeline, *, group_id: str | None = 
         pipeline: the worker's pipeline; its stateful stages are warmed in place.
         group_id: the consumer group (default: ``kafka.group_id``).
         progress: called as ``progress(topic, envelopes_read_so_far)`` every 1000 envelopes.
-        state_dir: the worker's state directory; its dedup snapshot (if any) is restored
-            and only the accepted envelopes it does not cover are replayed.
+        state_dir: the worker's state directory; its dedup snapshot (if any) is restored,
+            only the accepted envelopes it does not cover are replayed, and with its
+            frontier only the outputs written after it are scanned.
     """
     t0 = time.perf_counter()
-    result = RecoveryResult(committed=committed_offsets(kafka, group_id))
-    covered = _restore_snapshot(kafka, pipeline, snapshot_dir(state_dir, kafka) if state_dir else None, result)
+    group_id = group_id or kafka.group_id
+    result = RecoveryResult(committed=committed_offsets(kafka, group_id), skip=DecidedInputs(kafka.raw_topic))
+    covered, frontier = _restore_snapshot(kafka, pipeline, snapshot_dir(state_dir, kafka) if state_dir else None,
+                                          group_id, result)
+    if frontier is not None:
+        result.frontier = True
+        result.decided_end = dict(frontier.decided_end)
+        for partition, end in frontier.decided_end.items():
+            first = result.committed.get(partition, 0)
+            if end > first:
+                result.skip.ranges[partition] = (first, end)
     pending: list[Example] = []
     for decision, topic in output_topics(kafka).items():
+        start = dict(frontier.output_end[topic]) if frontier is not None else {}
+        if decision == "accepted":  # the dedup state needs everything past what the snapshot covers
+            start = {p: min(o, covered.get(p, 0)) for p, o in start.items()}
+        ends = result.output_end.setdefault(topic, dict(start))
         n = 0
-        for out_partition, out_offset, value in scan_topic(kafka, topic):
+        for out_partition, out_offset, value in scan_topic(kafka, topic, start=start):
             n += 1
             if progress is not None and n % 1000 == 0:
                 progress(topic, n)
+            ends[out_partition] = max(ends.get(out_partition, 0), out_offset + 1)
             try:
                 env = orjson.loads(value)
             except orjson.JSONDecodeError:
@@ -244,7 +359,6 @@ def recover(kafka: KafkaSettings, pipeline: Pipeline, *, group_id: str | None = 
                 if in_offset >= result.committed.get(in_partition, 0):
                     result.skip.add((kafka.raw_topic, in_partition, in_offset))
             if decision == "accepted":  # positions in sieve.accepted, not in the input
-                result.accepted_end[out_partition] = max(result.accepted_end.get(out_partition, 0), out_offset + 1)
                 if out_offset < covered.get(out_partition, 0):  # already in the restored snapshot
                     continue
                 ex = example_from_envelope(env)
@@ -256,6 +370,8 @@ def recover(kafka: KafkaSettings, pipeline: Pipeline, *, group_id: str | None = 
                     result.warmed += pipeline.warm(pending)
                     pending = []
         result.scanned[topic] = n
+        if decision == "accepted":
+            result.accepted_end = dict(ends)
     if pending:
         result.warmed += pipeline.warm(pending)
     _check_raw_topic_not_recreated(kafka, result.skip)

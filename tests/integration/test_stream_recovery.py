@@ -93,6 +93,10 @@ def test_kill_9_and_restart_loses_nothing_and_decides_like_one_run(kafka, unique
     accepted_at_kill = sum(o.envelope["decision"] == "accepted" for o in at_kill)
     warmed = int(re.search(r"'warmed': (\d+)", summary.group(1)).group(1))
     assert warmed < accepted_at_kill, "with a snapshot only the accepted tail is replayed"
+    assert "'frontier': True" in summary.group(1), "the restart should start its scan at the snapshot's frontier"
+    scanned = sum(int(n) for n in re.findall(r"'[^']+': (\d+)", re.search(r"'scanned': \{([^}]*)\}",
+                                                                           summary.group(1)).group(1)))
+    assert scanned < len(at_kill), "with a snapshot only the outputs written after it are read"
     assert output_count(kafka.bootstrap, names.outputs) == len(payloads)  # nothing extra either
 
     outputs = read_outputs(kafka.bootstrap, names.outputs)
@@ -179,6 +183,91 @@ def test_snapshot_plus_tail_uses_accepted_positions_not_input_positions(kafka, u
               for i, r in enumerate(rows)]
     assert [d.reasons for d in restarted.process(copies)] == [d.reasons for d in original.process(copies)]
     assert all(d.reasons == ["duplicate_exact"] for d in restarted.process(copies))
+
+
+def _two_partition_topics(bootstrap: str, unique_topic: str):
+    from kafka.admin import KafkaAdminClient
+
+    from streams.config import KafkaSettings
+
+    names = {k: f"{unique_topic}.{k}" for k in ("raw", "accepted", "rejected", "dead-letter")}
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics({names["raw"]: {"num_partitions": 2, "replication_factor": 1},
+                         **{names[k]: {"num_partitions": 1, "replication_factor": 1}
+                            for k in ("accepted", "rejected", "dead-letter")}}, wait_for_metadata=True)
+    admin.close()
+    return KafkaSettings(brokers=bootstrap, raw_topic=names["raw"], accepted_topic=names["accepted"],
+                         rejected_topic=names["rejected"], dead_letter_topic=names["dead-letter"],
+                         group_id=f"{unique_topic}-g")
+
+
+def test_the_snapshot_frontier_limits_the_scan_to_the_tail_and_skips_the_same_inputs(kafka, unique_topic,
+                                                                                     tmp_path):
+    """A snapshot after 12 of 20 decisions (on 2 raw partitions, to accepted and rejected):
+    recovery reads only the 8 envelopes after it, yet skips exactly the 20 decided inputs, and
+    warms the dedup state with the accepted tail. A snapshot of another group is not trusted:
+    everything is read again, with the same skip set."""
+    import dataclasses
+
+    from kafka import KafkaProducer
+
+    from quality.config import PipelineSettings
+    from quality.records import RawRecord
+    from quality.state import save_snapshot
+    from streams.recovery import Frontier, recover, snapshot_dir
+
+    base = PipelineSettings()
+    settings = dataclasses.replace(base, scoring=dataclasses.replace(base.scoring, enabled=False),
+                                   semantic_dedup=dataclasses.replace(base.semantic_dedup, enabled=False))
+    ks = _two_partition_topics(kafka.bootstrap, unique_topic)
+    rows = [orjson.loads(line) for line in slice_lines()[:16]]
+    rows = rows + [{**r, "id": f"{r['id']}-again"} for r in rows[:4]]  # exact copies: rejected
+    origins = [(i % 2, i // 2) for i in range(len(rows))]
+    raws = [RawRecord(orjson.dumps(r), {"topic": ks.raw_topic, "partition": p, "offset": o})
+            for r, (p, o) in zip(rows, origins)]
+    original = build_pipeline(settings)
+    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
+    for raw in raws:
+        producer.send(ks.raw_topic, raw.payload, partition=raw.origin["partition"])
+    topic_of = {"accepted": ks.accepted_topic, "rejected": ks.rejected_topic, "dead_letter": ks.dead_letter_topic}
+    written = {t: 0 for t in topic_of.values()}
+
+    def publish(decisions):
+        for d in decisions:
+            producer.send(topic_of[d.decision], orjson.dumps(d.envelope(original.versions())), partition=0)
+            written[topic_of[d.decision]] += 1
+        producer.flush()
+
+    # the first 12 inputs, then copies of 4 of them: the copies are rejected after the snapshot
+    publish(original.process(raws[:12]))
+    frontier = Frontier({0: 6, 1: 6}, {t: {0: n} for t, n in written.items()})
+    state = tmp_path / "state"
+    meta = {"accepted_topic": ks.accepted_topic, "raw_topic": ks.raw_topic, "group_id": ks.group_id,
+            "accepted_end_offsets": {"0": written[ks.accepted_topic]}, **frontier.meta()}
+    save_snapshot(original.stages, snapshot_dir(state, ks), meta)
+    before = dict(written)
+    publish(original.process(raws[12:]))
+    producer.close()
+    tail = sum(written.values()) - sum(before.values())
+    assert tail == 8 and written[ks.rejected_topic] - before[ks.rejected_topic] == 4
+
+    restarted = build_pipeline(settings)
+    result = recover(ks, restarted, state_dir=state)
+    assert result.frontier and result.snapshot is not None
+    assert sum(result.scanned.values()) == tail
+    assert result.warmed == written[ks.accepted_topic] - before[ks.accepted_topic]
+    decided = {(ks.raw_topic, p, o) for p, o in origins}
+    assert len(result.skip) == len(decided) and all(o in result.skip for o in decided)
+    assert (ks.raw_topic, 0, 10) not in result.skip and (ks.raw_topic, 1, 10) not in result.skip
+    assert result.output_end == {t: {0: n} for t, n in written.items()}
+    copies = [RawRecord(orjson.dumps({**r, "id": f"{r['id']}-copy"}), {"file": "c", "line": i})
+              for i, r in enumerate(rows[:16])]
+    assert all(d.reasons == ["duplicate_exact"] for d in restarted.process(copies))
+
+    other_group = dataclasses.replace(ks, group_id=f"{ks.group_id}-other")
+    again = recover(other_group, build_pipeline(settings), state_dir=state)
+    assert not again.frontier and sum(again.scanned.values()) == sum(written.values())
+    assert len(again.skip) == len(decided) and all(o in again.skip for o in decided)
 
 
 def test_a_recreated_raw_topic_stops_recovery_with_a_clear_error(kafka, unique_topic, tmp_path):
