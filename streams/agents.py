@@ -259,7 +259,7 @@ class StreamWorker:
         meta = {"accepted_topic": self.kafka.accepted_topic, "raw_topic": self.kafka.raw_topic,
                 "group_id": self.kafka.group_id,
                 "accepted_end_offsets": {str(p): o for p, o in accepted_end.items()},
-                **Frontier(dict(self.decided_end), self.output_end).meta()}
+                **self.frontier().meta()}
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         self._last_snapshot = time.monotonic()
@@ -271,6 +271,16 @@ class StreamWorker:
                           self.kafka.accepted_topic)
             return
         log.info("dedup snapshot %s in %.2fs", path.name, time.perf_counter() - t0)
+
+    def frontier(self) -> Frontier:
+        """What is decided and written now; recovery trusts it (see :mod:`streams.recovery`).
+
+        Inputs that recovery found decided but that have not come back yet (the worker
+        consumes a partition from its committed offset) are kept as pending spans: a
+        snapshot taken before they are met again must still name them decided.
+        """
+        return Frontier(dict(self.decided_end), {t: dict(ends) for t, ends in self.output_end.items()},
+                        self.skip.beyond(self.decided_end))
 
     async def publish(self, decisions: Sequence[Decision]) -> None:
         """Produce one envelope per decision (key = example id) and await every acknowledgement.

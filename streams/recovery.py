@@ -58,26 +58,46 @@ WARM_CHUNK = 2048
 Origin = tuple[str, int, int]  # (topic, partition, offset) of an input message
 
 
+Span = tuple[int, int]  # [first, end) offsets of one partition
+
+
+def _merge(spans: list[Span]) -> list[Span]:
+    out: list[Span] = []
+    for first, end in sorted(spans):
+        if end <= first:
+            continue
+        if out and first <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((first, end))
+    return out
+
+
 @dataclass
 class DecidedInputs:
-    """Inputs of ``topic`` already decided: one offset range per partition plus single origins.
+    """Inputs of ``topic`` already decided: offset spans per partition plus single origins.
 
-    The ranges come from a snapshot's frontier, the single origins from the output tail.
+    The spans come from a snapshot's frontier, the single origins from the output tail.
     Membership is what the worker asks (``origin in decided``) before deciding an input.
     """
 
     topic: str
-    ranges: dict[int, tuple[int, int]] = field(default_factory=dict)  # partition -> [first, end)
+    ranges: dict[int, list[Span]] = field(default_factory=dict)  # partition -> [first, end) spans
     origins: set[Origin] = field(default_factory=set)
+
+    def add_range(self, partition: int, first: int, end: int) -> None:
+        if end > first:
+            self.ranges[partition] = _merge(self.ranges.get(partition, []) + [(first, end)])
+
+    def _in_ranges(self, partition: int, offset: int) -> bool:
+        return any(first <= offset < end for first, end in self.ranges.get(partition, ()))
 
     def __contains__(self, origin: object) -> bool:
         if not isinstance(origin, tuple) or len(origin) != 3:
             return False
         topic, partition, offset = origin
-        if topic == self.topic and partition in self.ranges:
-            first, end = self.ranges[partition]
-            if first <= offset < end:
-                return True
+        if topic == self.topic and self._in_ranges(partition, offset):
+            return True
         return origin in self.origins
 
     def add(self, origin: Origin) -> None:
@@ -85,30 +105,50 @@ class DecidedInputs:
             self.origins.add(origin)
 
     def discard(self, origin: Origin) -> None:
-        """Forgets a single origin once it was skipped; ranges stay (those inputs stay decided)."""
+        """Forgets a single origin once it was skipped; spans stay (those inputs stay decided)."""
         self.origins.discard(origin)
 
     def __len__(self) -> int:
-        return len(self.origins) + sum(end - first for first, end in self.ranges.values())
+        return len(self.origins) + sum(end - first for spans in self.ranges.values() for first, end in spans)
+
+    def spans(self) -> dict[int, list[Span]]:
+        """Everything decided, as merged spans per partition."""
+        out = {p: list(spans) for p, spans in self.ranges.items()}
+        for topic, partition, offset in self.origins:
+            if topic == self.topic:
+                out.setdefault(partition, []).append((offset, offset + 1))
+        return {p: _merge(spans) for p, spans in out.items()}
+
+    def beyond(self, ends: dict[int, int]) -> dict[int, list[Span]]:
+        """The decided inputs at or past ``ends[partition]``: the ones a worker has not met again yet."""
+        out = {}
+        for p, spans in self.spans().items():
+            clipped = [(max(first, ends.get(p, 0)), end) for first, end in spans if end > ends.get(p, 0)]
+            if clipped:
+                out[p] = clipped
+        return out
 
     def ends(self) -> dict[int, int]:
         """Partition -> one past the highest decided offset."""
-        out = {p: end for p, (_, end) in self.ranges.items()}
-        for topic, partition, offset in self.origins:
-            if topic == self.topic:
-                out[partition] = max(out.get(partition, 0), offset + 1)
-        return out
+        return {p: spans[-1][1] for p, spans in self.spans().items() if spans}
 
 
 @dataclass(frozen=True)
 class Frontier:
-    """What a snapshot's worker had decided and written when the snapshot was taken."""
+    """What a snapshot's worker had decided and written when the snapshot was taken.
+
+    Every input of a raw partition below ``decided_end`` was decided and its envelope
+    acknowledged; so were the ``pending`` spans past it (inputs recovery found decided that
+    the worker had not consumed again yet). ``output_end`` is where each output topic ended.
+    """
 
     decided_end: dict[int, int]              # raw partition -> end of the decided inputs
     output_end: dict[str, dict[int, int]]    # output topic -> partition -> end offset
+    pending: dict[int, list[Span]] = field(default_factory=dict)
 
     def meta(self) -> dict:
         return {"decided_end_offsets": {str(p): o for p, o in self.decided_end.items()},
+                "pending_decided_spans": {str(p): [list(s) for s in spans] for p, spans in self.pending.items()},
                 "output_end_offsets": {t: {str(p): o for p, o in ends.items()} for t, ends in self.output_end.items()}}
 
 
@@ -280,8 +320,10 @@ def _frontier(kafka: KafkaSettings, meta: dict, group_id: str) -> Frontier | Non
         log.warning("recovery: the snapshot was taken for %s as group %s, not %s as %s; scanning all outputs",
                     meta.get("raw_topic"), meta.get("group_id"), kafka.raw_topic, group_id)
         return None
+    pending = meta.get("pending_decided_spans") or {}
     frontier = Frontier({int(p): int(o) for p, o in decided.items()},
-                        {t: {int(p): int(o) for p, o in ends.items()} for t, ends in outputs.items()})
+                        {t: {int(p): int(o) for p, o in ends.items()} for t, ends in outputs.items()},
+                        {int(p): [(int(a), int(b)) for a, b in spans] for p, spans in pending.items()})
     for topic in output_topics(kafka).values():
         if topic not in frontier.output_end:
             return None
@@ -331,9 +373,10 @@ def recover(kafka: KafkaSettings, pipeline: Pipeline, *, group_id: str | None = 
         result.frontier = True
         result.decided_end = dict(frontier.decided_end)
         for partition, end in frontier.decided_end.items():
-            first = result.committed.get(partition, 0)
-            if end > first:
-                result.skip.ranges[partition] = (first, end)
+            result.skip.add_range(partition, result.committed.get(partition, 0), end)
+        for partition, spans in frontier.pending.items():
+            for first, end in spans:
+                result.skip.add_range(partition, max(first, result.committed.get(partition, 0)), end)
     pending: list[Example] = []
     for decision, topic in output_topics(kafka).items():
         start = dict(frontier.output_end[topic]) if frontier is not None else {}

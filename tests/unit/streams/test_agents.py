@@ -69,3 +69,40 @@ def test_recent_origins_forgets_the_oldest():
         recent.add(("t", 0, i))
     recent.add(("t", 0, 4))  # a repeat does not push anything out
     assert len(recent) == 3 and ("t", 0, 1) not in recent and ("t", 0, 2) in recent and ("t", 0, 4) in recent
+
+
+def test_the_frontier_keeps_inputs_found_decided_that_the_worker_has_not_met_again():
+    """A snapshot taken right after a restart, before the redelivered inputs of partition 1
+    came back, must still name them decided; what the worker consumed moves its ends."""
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+
+    from streams.agents import StreamWorker
+    from streams.config import Settings
+    from streams.metrics import SieveMetrics
+    from streams.recovery import DecidedInputs
+
+    settings = load(Settings, env={})
+    raw = settings.kafka.raw_topic
+    skip = DecidedInputs(raw)
+    skip.add_range(0, 10, 20)  # the restored frontier of partition 0
+    for offset in (50, 51, 52):  # tail envelopes of partition 1, past its committed offset
+        skip.add((raw, 1, offset))
+    worker = StreamWorker(settings, build_pipeline(HEURISTICS), SieveMetrics(CollectorRegistry()), skip=skip,
+                          decided_end={0: 20})
+    assert worker.frontier().decided_end == {0: 20} and worker.frontier().pending == {1: [(50, 53)]}
+
+    def event(partition: int, offset: int, payload: bytes) -> SimpleNamespace:
+        return SimpleNamespace(message=SimpleNamespace(topic=raw, partition=partition, offset=offset, value=payload,
+                                                       key=None, timestamp=None, headers=None))
+
+    # partition 1 comes back: 50 and 51 are skipped (decided), 53 is new; nothing to publish
+    # for the skipped ones, and the new one is a dead letter (not JSON) that needs no broker here
+    async def publish(decisions):
+        assert [d.origin["offset"] for d in decisions] == [53]
+
+    worker.publish = publish
+    asyncio.run(worker._handle_batch([event(1, 50, b"{}"), event(1, 51, b"{}"), event(1, 53, b"not json")]))
+    assert worker.frontier().decided_end == {0: 20, 1: 54}
+    assert worker.frontier().pending == {}  # 52 is below the new end: decided, and no longer pending
