@@ -103,17 +103,19 @@ def _head():
 
 
 def bench_head(n: int = 20000) -> list[str]:
-    from models.heads import features
     from models.encoder import SegmentEmbeddings
+    from models.heads import FEATURE_SET, features
 
     rng = np.random.default_rng(0)
     emb = lambda: rng.normal(size=(n, 384)).astype(np.float32)  # noqa: E731
-    seg = SegmentEmbeddings(emb(), emb(), emb(), rng.integers(1, 200, n), rng.integers(1, 200, n), np.zeros(n, bool))
+    seg = SegmentEmbeddings(emb(), emb(), emb(), rng.integers(1, 200, n), rng.integers(1, 200, n), np.zeros(n, bool),
+                            emb(), emb())
     head = _head()
     t_feat = timed(lambda: features(seg), 3)
     x = features(seg)
     t_head = timed(lambda: head.score(x), 3)
-    return ["| step | examples/s |", "|---|---:|", f"| `features` (seg-v1, 2310 columns) | {n / t_feat:,.0f} |",
+    return ["| step | examples/s |", "|---|---:|",
+            f"| `features` ({FEATURE_SET}, {x.shape[1]} columns) | {n / t_feat:,.0f} |",
             f"| quality head (numpy, linear) | {n / t_head:,.0f} |"]
 
 

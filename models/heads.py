@@ -5,14 +5,17 @@ layer MLP, stored as ``<name>.safetensors`` (weights) and ``<name>.json`` (what 
 which features and encoder it expects, its calibrated default threshold). Scoring is
 numpy only: once the encoder has run, a head costs microseconds per example.
 
-Features (:func:`features`, set ``seg-v1``) come from one encoder pass over
+Features (:func:`features`, set ``seg-v2``) come from one encoder pass over
 ``prompt + "\\n\\n" + response`` (:meth:`models.encoder.Encoder.encode_segments`): the
 pooled example, prompt and response embeddings, their elementwise product, the
-prompt–response cosine, log token counts, a truncation flag, and the prompt and
+prompt–response cosine, log token counts, a truncation flag, the prompt and
 response embeddings scaled by the response's log length (so that the preferred length
-can depend on what was asked). The lengths matter:
+can depend on what was asked), and the example and response pooled at the encoder's
+intermediate layer. The lengths matter:
 on Alpaca, "shorter output is better" alone reaches ~0.62 AUROC against the AlpaGasus
 label, and the reward data has strong length biases that differ by source.
+``seg-v1`` (the same without the intermediate layer) is still computed for heads
+trained by earlier versions.
 """
 
 from __future__ import annotations
@@ -24,14 +27,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
-FEATURE_SET = "seg-v1"
+FEATURE_SET = "seg-v2"  # what new heads are trained on
 LOG_TOKENS_CENTER = 4.0  # log(1 + ~54 tokens), a typical response length
 KINDS = ("quality", "reward")
 ARCHS = ("linear", "mlp")
 
 
-def features(seg) -> np.ndarray:
-    """The ``seg-v1`` feature matrix of a :class:`~models.encoder.SegmentEmbeddings`, float32."""
+def _seg_v1(seg) -> np.ndarray:
     p, r, x = seg.prompt, seg.response, seg.example
     pt = np.log1p(seg.prompt_tokens.astype(np.float32))[:, None]
     rt = np.log1p(seg.response_tokens.astype(np.float32))[:, None]
@@ -43,6 +45,21 @@ def features(seg) -> np.ndarray:
     rt_c = rt - LOG_TOKENS_CENTER
     return np.concatenate([x, p, r, p * r, cos_pr, cos_xr, pt, rt, rt - pt, trunc, p * rt_c, r * rt_c],
                           axis=1).astype(np.float32)
+
+
+def _seg_v2(seg) -> np.ndarray:
+    return np.concatenate([_seg_v1(seg), seg.example_mid, seg.response_mid], axis=1).astype(np.float32)
+
+
+FEATURE_SETS = {"seg-v1": _seg_v1, "seg-v2": _seg_v2}
+
+
+def features(seg, feature_set: str = FEATURE_SET) -> np.ndarray:
+    """The feature matrix (float32) of a :class:`~models.encoder.SegmentEmbeddings` for a feature set."""
+    try:
+        return FEATURE_SETS[feature_set](seg)
+    except KeyError:
+        raise ValueError(f"unknown feature set {feature_set!r}; known: {sorted(FEATURE_SETS)}") from None
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -72,6 +89,10 @@ class Head:
     @property
     def name(self) -> str:
         return str(self.meta.get("name", self.kind))
+
+    @property
+    def feature_set(self) -> str:
+        return str(self.meta.get("features", FEATURE_SET))
 
     def logits(self, feats: np.ndarray) -> np.ndarray:
         w = self.weights
@@ -126,9 +147,9 @@ def load_head(folder: str | Path, name: str) -> Head:
         if not p.is_file():
             raise FileNotFoundError(f"head file not found: {p}; train one with `sieve train-scorer`")
     meta = json.loads(meta_path.read_text())
-    if meta.get("features", FEATURE_SET) != FEATURE_SET:
+    if meta.get("features", FEATURE_SET) not in FEATURE_SETS:
         raise ValueError(f"head {weights_path} expects features {meta.get('features')!r}; this Sieve computes "
-                         f"{FEATURE_SET!r}. Retrain it with `sieve train-scorer`")
+                         f"{sorted(FEATURE_SETS)}. Retrain it with `sieve train-scorer`")
     return Head(meta["kind"], meta["arch"], dict(load_file(str(weights_path))), meta)
 
 

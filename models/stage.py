@@ -148,8 +148,14 @@ class ModelScoreStage(Stage):
                 other = len(prompts) - 1
             rows.append((main, other))
         seg = self.encoder.encode_segments(prompts, responses)
-        feats = features(seg)
-        quality = self.quality_head.score(feats) if self.quality_head is not None else None
+        feats: dict[str, np.ndarray] = {}
+
+        def feats_for(head) -> np.ndarray:  # noqa: ANN001 - a Head; each feature set computed once
+            if head.feature_set not in feats:
+                feats[head.feature_set] = features(seg, head.feature_set)
+            return feats[head.feature_set]
+
+        quality = self.quality_head.score(feats_for(self.quality_head)) if self.quality_head is not None else None
         reward = None
         if self.reward_model is not None:
             msgs = []
@@ -159,7 +165,7 @@ class ModelScoreStage(Stage):
                     msgs.append(ex.prompt_messages)
             reward = self.reward_model.score(msgs, responses)
         elif self.reward_head is not None:
-            reward = self.reward_head.score(feats)
+            reward = self.reward_head.score(feats_for(self.reward_head))
         verdicts = []
         for ex, (main, other) in zip(batch, rows):
             ex.features[EMBEDDING_FEATURE] = seg.example[main]

@@ -22,8 +22,9 @@ import numpy as np
 
 from models.datasets import (cached_segments, group_of, labelled_examples, pair_segments, preference_pairs,
                              sft_segments, source_of)
-from models.heads import Head, TrainConfig, features, train_quality_head, train_reward_head
+from models.heads import FEATURE_SET, Head, TrainConfig, features, train_quality_head, train_reward_head
 from models.metrics import auroc, pairwise_accuracy, precision_at_rate
+from quality.config import ScoringSettings
 
 
 def _file_info(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
@@ -149,6 +150,7 @@ def train_reward(encoder, data: Sequence[str | Path], labels: str | Path | None 
         "cv_accuracy_mean_hh_rlhf": round(float(np.mean(hh)), 4) if hh else None,
         "per_source": dict(per_source),
         "train_accuracy_all": round(pairwise_accuracy(head.logits(xc), head.logits(xr)), 4),
+        "cv_share_below_default_min_margin": round(float(np.mean(oof_c - oof_r < ScoringSettings().min_margin)), 4),
         "cv_margin_quantiles": {q: round(float(np.quantile(oof_c - oof_r, float(q))), 4)
                                 for q in ("0.01", "0.02", "0.05", "0.1", "0.25", "0.5")},
         "train_margin_quantiles": {q: round(float(np.quantile(margins, float(q))), 4)
@@ -163,7 +165,7 @@ def write_card(folder: str | Path, heads: Sequence[Head], command: str = "") -> 
     """Writes ``MODEL_CARD.md``: what each head is, the data files (with hashes), seeds and metrics."""
     folder = Path(folder)
     lines = ["# Sieve default heads", "",
-             "Small heads on frozen all-MiniLM-L6-v2 features (`models/heads.py`, feature set `seg-v1`).",
+             f"Small heads on frozen all-MiniLM-L6-v2 features (`models/heads.py`, feature set `{FEATURE_SET}`).",
              "Weights are ours (Apache-2.0, like Sieve). The training data is not redistributed: it is the",
              "development slice of `shared/data` (Alpaca/AlpaGasus: CC BY-NC 4.0; hh-rlhf: MIT; see",
              "`shared/data/PROVENANCE.json`), listed below by file name, size and SHA-256 prefix.",

@@ -35,6 +35,22 @@ def test_one_pass_gives_the_example_prompt_and_response_embeddings(encoder):
     assert 0.3 < related < 1.0
 
 
+def test_the_same_pass_pools_an_intermediate_layer(encoder):
+    """``example_mid``/``response_mid``: layer 4 of MiniLM's 6, mean-pooled like the last one."""
+    import torch
+
+    assert encoder.mid_layer == 4 and encoder.version()["mid_layer"] == 4
+    seg = encoder.encode_segments([""], ["Blue is a primary colour."])
+    ids = encoder.tokenizer(["Blue is a primary colour."], return_tensors="pt")
+    with torch.inference_mode():
+        states = encoder._transformer(**ids, output_hidden_states=True).hidden_states
+    mid = states[4][0].mean(0).numpy()
+    np.testing.assert_allclose(seg.example_mid[0], mid / np.linalg.norm(mid), atol=1e-5)
+    last = states[-1][0].mean(0).numpy()
+    assert float(seg.example_mid[0] @ (last / np.linalg.norm(last))) < 0.99  # not the last layer again
+    np.testing.assert_allclose(np.linalg.norm(seg.response_mid, axis=1), 1.0, atol=1e-5)
+
+
 def test_truncation_keeps_the_response_tail_visible(encoder):
     filler = "The committee discussed the annual budget in great detail. " * 80
     a, b = encoder.encode_segments(["Summarize."] * 2, [filler + "In the end it was approved.",

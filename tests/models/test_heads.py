@@ -95,8 +95,11 @@ def test_default_heads_on_real_text(encoder):
                "List three primary colours.", "Translate 'good morning' into Spanish."]
     good = ["Negative.", "5 kilometres is 5,000 metres.", "The capital of France is Paris.",
             "The mouse was chased by the cat.", "Red, blue and yellow.", "Buenos días."]
-    feats = features(encoder.encode_segments(prompts, good))
-    assert feats.shape[1] == 2310 and feats.dtype == np.float32
+    seg = encoder.encode_segments(prompts, good)
+    feats = features(seg)
+    assert feats.shape[1] == 2310 + 2 * 384 and feats.dtype == np.float32
+    assert features(seg, "seg-v1").shape[1] == 2310  # heads trained by earlier versions still load and score
+    assert np.allclose(feats[:, :2310], features(seg, "seg-v1"))
     assert np.isfinite(r.score(feats)).all()
     own = q.score(feats)
     wins = [own > q.score(features(encoder.encode_segments(prompts, good[k:] + good[:k]))) for k in range(1, 6)]

@@ -4,7 +4,7 @@ import orjson
 import pytest
 
 from quality.build import build_pipeline
-from quality.config import FilterSettings, PipelineSettings
+from quality.config import FilterSettings, PipelineSettings, ScoringSettings
 from quality.pipeline import Pipeline
 from quality.reasons import Reason
 from quality.records import RawRecord
@@ -35,12 +35,26 @@ def test_one_decision_per_input_in_order(mit_sample):
 
 
 def test_duplicates_in_sample_are_rejected(mit_sample):
-    decisions = heuristic_pipeline().process(raws_from(mit_sample))
+    decisions = heuristic_pipeline(scoring=ScoringSettings(enabled=False)).process(raws_from(mit_sample))
     dups = {d.id: d for d in decisions if d.id.endswith("-dup")}
     assert len(dups) == 2
     for d in dups.values():
         assert d.decision == "rejected" and d.reasons == ["duplicate_exact"]
         assert d.details["exact_dedup"] == d.id.removesuffix("-dup")
+
+
+def test_a_copy_of_a_rejected_example_gets_the_original_s_fate(mit_sample):
+    """With the model stage on, an original may be rejected later (low_quality); its copy is then
+    decided again from the dedup stage on, as if the batch were processed one by one."""
+    decisions = {d.id: d for d in heuristic_pipeline().process(raws_from(mit_sample))}
+    dups = [d for i, d in decisions.items() if i.endswith("-dup")]
+    assert len(dups) == 2
+    for d in dups:
+        original = decisions[d.id.removesuffix("-dup")]
+        if original.decision == "accepted":
+            assert d.decision == "rejected" and d.reasons == ["duplicate_exact"]
+        else:
+            assert (d.decision, d.reasons) == (original.decision, original.reasons)
 
 
 def test_duplicates_across_batches_and_stats(mit_sample):
