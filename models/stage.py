@@ -126,6 +126,12 @@ class ModelScoreStage(Stage):
             out["reward_head"] = self.reward_head.version()
         return out
 
+    def observe(self, kind: str, source: str | None, quality: float) -> None:
+        """Feeds a quality score decided before a restart into the threshold policy, as
+        :meth:`check_batch` did then (quota windows; a fixed threshold keeps no state)."""
+        if kind == "sft" or self.apply_quality_to_pairs:
+            self.policy.keep(float(quality), source)
+
     def embed_examples(self, examples: Sequence[Example]) -> np.ndarray:
         """The embedding ``check_batch`` stores for each example, for examples that never passed
         through it (accepted ones replayed from ``sieve.accepted`` after a restart)."""

@@ -81,6 +81,20 @@ class WindowQuota:
         insort(self._sorted, score)
         return kept
 
+    def state(self) -> list[float]:
+        """The window's scores, oldest first (what a snapshot saves)."""
+        return list(self._scores)
+
+    def restore(self, scores: Iterable[float]) -> None:
+        """Replaces the window with ``scores`` (oldest first; only the last ``window`` are kept)."""
+        self._scores.clear()
+        self._sorted.clear()
+        for score in list(scores)[-self.window:]:
+            score = float(score)
+            if score == score:
+                self._scores.append(score)
+                insort(self._sorted, score)
+
     def spec(self) -> str:
         return f"top:{self.keep_frac:g}"
 
@@ -150,8 +164,36 @@ class ThresholdPolicy:
         policy = self.per_source.get(source, self.default) if source is not None else self.default
         return policy.keep(score)
 
+    def quotas(self) -> dict[str | None, WindowQuota]:
+        """The quota policies by source (None: the default), i.e. the ones with state."""
+        out: dict[str | None, WindowQuota] = {}
+        if isinstance(self.default, WindowQuota):
+            out[None] = self.default
+        out.update({k: v for k, v in self.per_source.items() if isinstance(v, WindowQuota)})
+        return out
+
+    def state(self) -> dict[str, Any]:
+        """JSON-able windows of every quota: ``{"default": [...], "per_source": {source: [...]}}``."""
+        quotas = self.quotas()
+        return {"default": quotas[None].state() if None in quotas else None,
+                "per_source": {k: v.state() for k, v in quotas.items() if k is not None}}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Refills the quota windows from :meth:`state`; quotas the state does not name stay as they are."""
+        quotas = self.quotas()
+        if None in quotas and state.get("default") is not None:
+            quotas[None].restore(state["default"])
+        for source, scores in (state.get("per_source") or {}).items():
+            if source in quotas:
+                quotas[source].restore(scores)
+
     def version(self) -> dict[str, Any]:
         out = {"default": self.default.version()}
         if self.per_source:
             out["per_source"] = {k: v.version() for k, v in sorted(self.per_source.items())}
         return out
+
+
+def policies_of(stages: Iterable[Any]) -> list[ThresholdPolicy]:
+    """The threshold policies of a pipeline's stages (the model stage has one), in stage order."""
+    return [s.policy for s in stages if isinstance(getattr(s, "policy", None), ThresholdPolicy)]

@@ -36,7 +36,7 @@ from quality.records import RawRecord
 from quality.state import DedupWindow, save_snapshot
 from streams.config import Settings
 from streams.metrics import SieveMetrics
-from streams.recovery import DecidedInputs, Frontier, Origin
+from streams.recovery import DecidedInputs, Frontier, Origin, quota_state
 from streams.topics import client_kwargs, output_topics
 
 log = logging.getLogger(__name__)
@@ -260,6 +260,9 @@ class StreamWorker:
                 "group_id": self.kafka.group_id,
                 "accepted_end_offsets": {str(p): o for p, o in accepted_end.items()},
                 **self.frontier().meta()}
+        quotas = quota_state(self.pipeline)
+        if quotas is not None:  # taken between batches: the windows match the frontier
+            meta["quota_windows"] = quotas
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         self._last_snapshot = time.monotonic()

@@ -32,6 +32,8 @@ recreated since) is not trusted: recovery then scans everything.
 from __future__ import annotations
 
 import dataclasses
+import heapq
+import itertools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -43,6 +45,7 @@ import orjson
 from quality.pipeline import Pipeline
 from quality.records import Example, ParseFailure, RawRecord, parse
 from quality.state import load_snapshot, snapshot_meta
+from quality.thresholds import policies_of
 from streams.config import KafkaSettings
 from streams.topics import client_kwargs, output_topics
 
@@ -165,13 +168,16 @@ class RecoveryResult:
     output_end: dict[str, dict[int, int]] = field(default_factory=dict)  # output topic -> partition -> end
     decided_end: dict[int, int] = field(default_factory=dict)  # raw partition -> end of the snapshot's frontier
     frontier: bool = False                                     # the scan started at a snapshot's frontier
+    quota_windows: bool = False                                # quota windows restored from the snapshot
+    scores_replayed: int = 0                                   # tail quality scores fed to those windows
     unparseable_accepted: int = 0                              # accepted envelopes that did not parse back
     seconds: float = 0.0
 
     def summary(self) -> dict:
         skip = self.skip if self.skip is not None else ()
         return {"committed": self.committed, "skip": len(skip), "scanned": self.scanned,
-                "frontier": self.frontier, "snapshot": self.snapshot, "warmed": self.warmed, "unparseable_accepted": self.unparseable_accepted,
+                "frontier": self.frontier, "quota_windows": self.quota_windows,
+                "scores_replayed": self.scores_replayed, "snapshot": self.snapshot, "warmed": self.warmed, "unparseable_accepted": self.unparseable_accepted,
                 "seconds": round(self.seconds, 3)}
 
 
@@ -302,6 +308,8 @@ def _restore_snapshot(kafka: KafkaSettings, pipeline: Pipeline, directory: Path 
                     directory, kafka.accepted_topic)
         return {}, None
     frontier = _frontier(kafka, meta, group_id)
+    if frontier is not None:
+        result.quota_windows = _restore_quota_windows(pipeline, meta)
     restored = load_snapshot(pipeline.stages, directory)
     if not restored.complete:
         log.warning("recovery: snapshot lacks state for %s; replaying all of %s", restored.missing,
@@ -309,6 +317,40 @@ def _restore_snapshot(kafka: KafkaSettings, pipeline: Pipeline, directory: Path 
         return {}, frontier
     result.snapshot = str(restored.path)
     return covered, frontier
+
+
+def _restore_quota_windows(pipeline: Pipeline, meta: dict) -> bool:
+    """Refills the quota windows of the pipeline's threshold policies from the snapshot's meta.
+
+    Returns whether they were restored (the tail's scores are then fed to them too)."""
+    policies = policies_of(pipeline.stages)
+    if not any(p.quotas() for p in policies):
+        return False
+    saved = meta.get("quota_windows")
+    if not isinstance(saved, list) or len(saved) != len(policies):
+        log.warning("recovery: the snapshot holds no quota windows for these thresholds; they start empty")
+        return False
+    for policy, state in zip(policies, saved):
+        policy.restore(state)
+    return True
+
+
+def quota_state(pipeline: Pipeline) -> list[dict] | None:
+    """What :func:`_restore_quota_windows` reads back: one state per threshold policy, or None without quotas."""
+    policies = policies_of(pipeline.stages)
+    return [p.state() for p in policies] if any(p.quotas() for p in policies) else None
+
+
+def _replay_scores(pipeline: Pipeline, scored: dict[int, list[tuple]]) -> int:
+    """Feeds the quality scores of envelopes written after the snapshot to the stages that
+    observe them (quota windows), in input order per partition, partitions interleaved by offset."""
+    observers = [s for s in pipeline.stages if hasattr(s, "observe")]
+    rows = sorted((offset, partition, seq, kind, source, score)
+                  for partition, heap in scored.items() for offset, seq, kind, source, score in heap)
+    for *_, kind, source, score in rows:
+        for stage in observers:
+            stage.observe(kind, source, score)
+    return len(rows)
 
 
 def _frontier(kafka: KafkaSettings, meta: dict, group_id: str) -> Frontier | None:
@@ -378,6 +420,12 @@ def recover(kafka: KafkaSettings, pipeline: Pipeline, *, group_id: str | None = 
             for first, end in spans:
                 result.skip.add_range(partition, max(first, result.committed.get(partition, 0)), end)
     pending: list[Example] = []
+    # quality scores of the envelopes after the snapshot, for the restored quota windows:
+    # raw partition -> the newest (offset, kind, source, score), at most one window's worth
+    keep_scores = max((q.window for p in policies_of(pipeline.stages) for q in p.quotas().values()), default=0) \
+        if result.quota_windows else 0
+    scored: dict[int, list[tuple]] = {}
+    arrival = itertools.count()  # ties on an input offset (a duplicate envelope) never compare the rest
     for decision, topic in output_topics(kafka).items():
         start = dict(frontier.output_end[topic]) if frontier is not None else {}
         if decision == "accepted":  # the dedup state needs everything past what the snapshot covers
@@ -401,6 +449,14 @@ def recover(kafka: KafkaSettings, pipeline: Pipeline, *, group_id: str | None = 
                 in_partition, in_offset = int(origin["partition"]), int(origin["offset"])
                 if in_offset >= result.committed.get(in_partition, 0):
                     result.skip.add((kafka.raw_topic, in_partition, in_offset))
+                quality = (env.get("scores") or {}).get("quality")
+                if keep_scores and isinstance(quality, (int, float)) and frontier is not None \
+                        and out_offset >= frontier.output_end[topic].get(out_partition, 0):
+                    example = env.get("example") or {}
+                    row = (in_offset, next(arrival), "preference" if "chosen" in example else "sft",
+                           env.get("source"), quality)
+                    heap = scored.setdefault(in_partition, [])
+                    (heapq.heappush if len(heap) < keep_scores else heapq.heappushpop)(heap, row)
             if decision == "accepted":  # positions in sieve.accepted, not in the input
                 if out_offset < covered.get(out_partition, 0):  # already in the restored snapshot
                     continue
@@ -417,6 +473,8 @@ def recover(kafka: KafkaSettings, pipeline: Pipeline, *, group_id: str | None = 
             result.accepted_end = dict(ends)
     if pending:
         result.warmed += pipeline.warm(pending)
+    if scored:
+        result.scores_replayed = _replay_scores(pipeline, scored)
     _check_raw_topic_not_recreated(kafka, result.skip)
     if result.unparseable_accepted:
         log.warning("recovery: %d accepted envelopes could not be parsed back; their content is not in the "

@@ -201,6 +201,39 @@ def _two_partition_topics(bootstrap: str, unique_topic: str):
                          group_id=f"{unique_topic}-g")
 
 
+
+class _Decided:
+    """Rows produced to a 2-partition raw topic (row i at partition i % 2, offset i // 2) and a
+    publisher of a pipeline's decisions to the output topics, counting what each topic got."""
+
+    def __init__(self, bootstrap: str, ks, rows: list[dict], pipeline) -> None:  # noqa: ANN001
+        from kafka import KafkaProducer
+
+        from quality.records import RawRecord
+
+        self.ks, self.pipeline = ks, pipeline
+        self.raws = [RawRecord(orjson.dumps(r), {"topic": ks.raw_topic, "partition": i % 2, "offset": i // 2})
+                     for i, r in enumerate(rows)]
+        self.topic_of = {"accepted": ks.accepted_topic, "rejected": ks.rejected_topic,
+                         "dead_letter": ks.dead_letter_topic}
+        self.written = {t: 0 for t in self.topic_of.values()}
+        self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        for raw in self.raws:  # the inputs exist where their origins say
+            self.producer.send(ks.raw_topic, raw.payload, partition=raw.origin["partition"])
+
+    def publish(self, decisions) -> None:  # noqa: ANN001
+        for d in decisions:
+            topic = self.topic_of[d.decision]
+            self.producer.send(topic, orjson.dumps(d.envelope(self.pipeline.versions())), partition=0)
+            self.written[topic] += 1
+        self.producer.flush()
+
+    def snapshot_meta(self, frontier) -> dict:  # noqa: ANN001
+        return {"accepted_topic": self.ks.accepted_topic, "raw_topic": self.ks.raw_topic,
+                "group_id": self.ks.group_id, "accepted_end_offsets": {"0": self.written[self.ks.accepted_topic]},
+                **frontier.meta()}
+
+
 def test_the_snapshot_frontier_limits_the_scan_to_the_tail_and_skips_the_same_inputs(kafka, unique_topic,
                                                                                      tmp_path):
     """A snapshot after 12 of 20 decisions (on 2 raw partitions, to accepted and rejected):
@@ -209,8 +242,6 @@ def test_the_snapshot_frontier_limits_the_scan_to_the_tail_and_skips_the_same_in
     warms the dedup state with the accepted tail. A snapshot of another group is not trusted:
     everything is read again, with the same skip set."""
     import dataclasses
-
-    from kafka import KafkaProducer
 
     from quality.config import PipelineSettings
     from quality.records import RawRecord
@@ -223,34 +254,21 @@ def test_the_snapshot_frontier_limits_the_scan_to_the_tail_and_skips_the_same_in
     ks = _two_partition_topics(kafka.bootstrap, unique_topic)
     rows = [orjson.loads(line) for line in slice_lines()[:16]]
     rows = rows + [{**r, "id": f"{r['id']}-again"} for r in rows[:4]]  # exact copies: rejected
-    origins = [(i % 2, i // 2) for i in range(len(rows))]
-    raws = [RawRecord(orjson.dumps(r), {"topic": ks.raw_topic, "partition": p, "offset": o})
-            for r, (p, o) in zip(rows, origins)]
     original = build_pipeline(settings)
-    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
-    for raw in raws:
-        producer.send(ks.raw_topic, raw.payload, partition=raw.origin["partition"])
-    topic_of = {"accepted": ks.accepted_topic, "rejected": ks.rejected_topic, "dead_letter": ks.dead_letter_topic}
-    written = {t: 0 for t in topic_of.values()}
-
-    def publish(decisions):
-        for d in decisions:
-            producer.send(topic_of[d.decision], orjson.dumps(d.envelope(original.versions())), partition=0)
-            written[topic_of[d.decision]] += 1
-        producer.flush()
+    out = _Decided(kafka.bootstrap, ks, rows, original)
+    origins = [(raw.origin["partition"], raw.origin["offset"]) for raw in out.raws]
+    written = out.written
 
     # the first 12 inputs, then copies of 4 of them: the copies are rejected after the snapshot
-    publish(original.process(raws[:12]))
+    out.publish(original.process(out.raws[:12]))
     # partition 1's inputs 4 and 5 were decided by an earlier run and not met again when the
     # snapshot was taken: pending spans; their envelopes lie before the snapshot's output ends
     frontier = Frontier({0: 6, 1: 4}, {t: {0: n} for t, n in written.items()}, {1: [(4, 6)]})
     state = tmp_path / "state"
-    meta = {"accepted_topic": ks.accepted_topic, "raw_topic": ks.raw_topic, "group_id": ks.group_id,
-            "accepted_end_offsets": {"0": written[ks.accepted_topic]}, **frontier.meta()}
-    save_snapshot(original.stages, snapshot_dir(state, ks), meta)
+    save_snapshot(original.stages, snapshot_dir(state, ks), out.snapshot_meta(frontier))
     before = dict(written)
-    publish(original.process(raws[12:]))
-    producer.close()
+    out.publish(original.process(out.raws[12:]))
+    out.producer.close()
     tail = sum(written.values()) - sum(before.values())
     assert tail == 8 and written[ks.rejected_topic] - before[ks.rejected_topic] == 4
 
@@ -271,6 +289,47 @@ def test_the_snapshot_frontier_limits_the_scan_to_the_tail_and_skips_the_same_in
     again = recover(other_group, build_pipeline(settings), state_dir=state)
     assert not again.frontier and sum(again.scanned.values()) == sum(written.values())
     assert len(again.skip) == len(decided) and all(o in again.skip for o in decided)
+
+
+def test_quota_windows_come_back_from_the_snapshot_plus_the_tail(kafka, unique_topic, tmp_path):
+    """With a quota threshold (keep the top half of the last 20 scores), a restarted pipeline's
+    window equals the live one's: the snapshot's windows plus the tail's quality scores, in
+    input order. Both then decide the next inputs alike."""
+    import dataclasses
+
+    import numpy as np
+    from quality.config import PipelineSettings
+    from quality.records import RawRecord
+    from quality.state import save_snapshot
+    from quality.thresholds import policies_of
+    from streams.recovery import Frontier, quota_state, recover, snapshot_dir
+
+    base = PipelineSettings()
+    settings = dataclasses.replace(base, scoring=dataclasses.replace(base.scoring, quality_quota=0.5, quota_window=20),
+                                   semantic_dedup=dataclasses.replace(base.semantic_dedup, enabled=False))
+    ks = _two_partition_topics(kafka.bootstrap, unique_topic)
+    rows = [orjson.loads(line) for line in slice_lines()[:70]]
+    original = build_pipeline(settings)
+    out = _Decided(kafka.bootstrap, ks, rows, original)  # input order = (offset, partition) order
+    out.publish(original.process(out.raws[:30]))
+    frontier = Frontier({0: 15, 1: 15}, {t: {0: n} for t, n in out.written.items()})
+    meta = {**out.snapshot_meta(frontier), "quota_windows": quota_state(original)}
+    save_snapshot(original.stages, snapshot_dir(tmp_path / "state", ks), meta)
+    out.publish(original.process(out.raws[30:60]))
+    out.producer.close()
+
+    restarted = build_pipeline(settings)
+    result = recover(ks, restarted, state_dir=tmp_path / "state")
+    assert result.frontier and result.quota_windows and result.scores_replayed > 0
+    (live,), (back,) = policies_of(original.stages), policies_of(restarted.stages)
+    assert len(live.default.state()) == 20
+    np.testing.assert_allclose(back.default.state(), live.default.state(), atol=1e-5)  # envelopes round to 1e-6
+    nxt = [RawRecord(raw.payload, {"file": "next", "line": i}) for i, raw in enumerate(out.raws[60:])]
+    assert [d.reasons for d in restarted.process(nxt)] == [d.reasons for d in original.process(nxt)]
+
+    fresh = build_pipeline(settings)  # a snapshot of another group: no frontier, the windows start empty
+    again = recover(dataclasses.replace(ks, group_id=f"{ks.group_id}-other"), fresh, state_dir=tmp_path / "state")
+    assert not again.quota_windows and policies_of(fresh.stages)[0].default.state() == []
 
 
 def test_a_recreated_raw_topic_stops_recovery_with_a_clear_error(kafka, unique_topic, tmp_path):

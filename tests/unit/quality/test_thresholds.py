@@ -79,3 +79,34 @@ def test_per_source_policy_and_default():
     assert policy.version()["per_source"]["alpaca"] == {"kind": "fixed", "threshold": 0.9}
     with pytest.raises(ValueError, match="SOURCE=0.1"):
         parse_per_source(["alpaca"])
+
+
+def test_a_restored_window_decides_like_the_live_one():
+    rng = random.Random(7)
+    scores = [rng.random() for _ in range(300)]
+    live = WindowQuota(0.3, window=50, min_history=10)
+    for s in scores[:200]:
+        live.keep(s)
+    back = WindowQuota(0.3, window=50, min_history=10)
+    back.restore(live.state())
+    assert back.state() == live.state() and len(live.state()) == 50
+    assert [back.keep(s) for s in scores[200:]] == [live.keep(s) for s in scores[200:]]
+    small = WindowQuota(0.3, window=5, min_history=5)
+    small.restore([0.1, float("nan"), 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])  # the last 5 kept, NaN never enters
+    assert small.state() == [0.3, 0.4, 0.5, 0.6, 0.7]
+
+
+def test_policy_state_names_each_quota_and_skips_fixed_thresholds():
+    policy = ThresholdPolicy(WindowQuota(0.5, window=10, min_history=5),
+                             parse_per_source(["a=top:0.2", "b=0.3"], window=10, min_history=5))
+    for s, src in [(0.1, None), (0.9, "a"), (0.5, "b"), (0.4, "zz")]:
+        policy.keep(s, src)
+    state = policy.state()
+    assert state == {"default": [0.1, 0.4], "per_source": {"a": [0.9]}}
+    fresh = ThresholdPolicy(WindowQuota(0.5, window=10, min_history=5),
+                            parse_per_source(["a=top:0.2", "b=0.3"], window=10, min_history=5))
+    fresh.restore(state)
+    assert fresh.state() == state
+    fixed = ThresholdPolicy(FixedThreshold(0.2))
+    assert fixed.quotas() == {} and fixed.state() == {"default": None, "per_source": {}}
+    fixed.restore(state)  # nothing to fill: no error
