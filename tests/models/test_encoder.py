@@ -78,3 +78,25 @@ def test_fit_segments(p, r, budget, expected):
 def test_bad_arguments_name_the_parameter(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Encoder(**{"device": "cpu", **kwargs})
+
+
+def test_bfloat16_gives_the_float32_embeddings_and_scores_within_rounding(encoder):
+    """The reduced-precision path a GPU takes (dtype auto = bf16 there), run on CPU: same
+    embeddings up to bf16 rounding, finite features, nearly the same head scores."""
+    from models import DEFAULT_HEAD_DIR
+    from models.heads import features, load_head
+
+    half = Encoder(device="cpu", dtype="bfloat16")
+    assert half.version()["dtype"] == "bfloat16"
+    prompts = ["Name a primary colour.", "Summarize the text.\n\nThe council approved the new park budget."]
+    responses = ["Blue.", "The council approved the park budget."]
+    a, b = encoder.encode_segments(prompts, responses), half.encode_segments(prompts, responses)
+    for name in ("example", "prompt", "response", "example_mid", "response_mid"):
+        got, want = getattr(b, name), getattr(a, name)
+        assert got.dtype == np.float32
+        assert (np.sum(got * want, axis=1) > 0.999).all(), name  # 0.99996 when written
+    fa, fb = features(a), features(b)
+    assert np.isfinite(fb).all()
+    quality, reward = load_head(DEFAULT_HEAD_DIR, "quality"), load_head(DEFAULT_HEAD_DIR, "reward")
+    np.testing.assert_allclose(quality.score(fb), quality.score(fa), atol=0.003)  # scores ~0.08; 4e-4 apart
+    np.testing.assert_allclose(reward.score(fb), reward.score(fa), atol=0.03)  # rewards ~0.5; 4e-3 apart

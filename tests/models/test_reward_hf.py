@@ -98,3 +98,16 @@ def test_model_stage_uses_the_reward_model_for_pairs(tiny, encoder):
     assert pair["reward_margin"] == pytest.approx(expected[0] - expected[1], abs=1e-5)
     assert sft["reward"] == pytest.approx(rm.score(["Name a colour."], ["Red."])[0], abs=1e-5)
     assert stage.version()["reward"]["reward_model"] == tiny
+
+
+def test_bfloat16_scores_are_float32_and_close_to_full_precision(tiny):
+    """The dtype a GPU gets by default, on CPU: loaded in bf16, scores come back as float32."""
+    from models.reward_hf import HFRewardModel
+
+    full = HFRewardModel(tiny, device="cpu", max_tokens=64, batch_size=2)
+    half = HFRewardModel(tiny, device="cpu", max_tokens=64, batch_size=2, dtype="bfloat16")
+    assert half.version()["dtype"] == "bfloat16"
+    prompts, responses = ["Name a colour.", "Add 2 and 3."], ["Blue.", "5"]
+    a, b = full.score(prompts, responses), half.score(prompts, responses)
+    assert b.dtype == np.float32 and np.isfinite(b).all()
+    np.testing.assert_allclose(b, a, atol=5e-4)  # logits ~4e-3 from this tiny model; 1e-4 apart when written
