@@ -177,8 +177,8 @@ class RecoveryResult:
         skip = self.skip if self.skip is not None else ()
         return {"committed": self.committed, "skip": len(skip), "scanned": self.scanned,
                 "frontier": self.frontier, "quota_windows": self.quota_windows,
-                "scores_replayed": self.scores_replayed, "snapshot": self.snapshot, "warmed": self.warmed, "unparseable_accepted": self.unparseable_accepted,
-                "seconds": round(self.seconds, 3)}
+                "scores_replayed": self.scores_replayed, "snapshot": self.snapshot, "warmed": self.warmed,
+                "unparseable_accepted": self.unparseable_accepted, "seconds": round(self.seconds, 3)}
 
 
 def committed_offsets(kafka: KafkaSettings, group_id: str | None = None) -> dict[int, int]:
@@ -421,7 +421,7 @@ def recover(kafka: KafkaSettings, pipeline: Pipeline, *, group_id: str | None = 
                 result.skip.add_range(partition, max(first, result.committed.get(partition, 0)), end)
     pending: list[Example] = []
     # quality scores of the envelopes after the snapshot, for the restored quota windows:
-    # raw partition -> the newest (offset, kind, source, score), at most one window's worth
+    # raw partition -> the newest (offset, arrival, kind, source, score), at most one window's worth
     keep_scores = max((q.window for p in policies_of(pipeline.stages) for q in p.quotas().values()), default=0) \
         if result.quota_windows else 0
     scored: dict[int, list[tuple]] = {}
