@@ -108,7 +108,7 @@ class Head:
 
     def version(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "arch": self.arch,
-                "sha256": self.meta.get("sha256", "unsaved"), "features": self.meta.get("features", FEATURE_SET)}
+                "sha256": self.meta.get("sha256", "unsaved"), "features": self.feature_set}
 
     def save(self, folder: str | Path, name: str | None = None, meta: Mapping[str, Any] | None = None) -> Path:
         """Writes ``<name>.safetensors`` and ``<name>.json`` into ``folder``; returns the weights path."""
@@ -121,7 +121,7 @@ class Head:
         save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in self.weights.items()}, str(path))
         path.chmod(0o644)  # safetensors writes 0600; package data must be readable by all
         self.meta = {**self.meta, **(meta or {}), "name": name, "kind": self.kind, "arch": self.arch,
-                     "features": self.meta.get("features", FEATURE_SET), "sha256": _sha256(path)}
+                     "features": self.feature_set, "sha256": _sha256(path)}
         (folder / f"{name}.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True) + "\n")
         return path
 

@@ -164,7 +164,6 @@ class RecoveryResult:
     scanned: dict[str, int] = field(default_factory=dict)     # output topic -> envelopes read
     warmed: int = 0                                            # accepted examples put back into the state
     snapshot: str | None = None                                # the snapshot restored, if any
-    accepted_end: dict[int, int] = field(default_factory=dict)  # sieve.accepted partition -> end offset scanned
     output_end: dict[str, dict[int, int]] = field(default_factory=dict)  # output topic -> partition -> end
     decided_end: dict[int, int] = field(default_factory=dict)  # raw partition -> end of the snapshot's frontier
     frontier: bool = False                                     # the scan started at a snapshot's frontier
@@ -209,12 +208,20 @@ def committed_offsets(kafka: KafkaSettings, group_id: str | None = None) -> dict
 
 def end_offsets(kafka: KafkaSettings, topic: str) -> dict[int, int]:
     """Partition -> the offset the next record of ``topic`` will get."""
+    return topics_end_offsets(kafka, [topic])[topic]
+
+
+def topics_end_offsets(kafka: KafkaSettings, topics: list[str]) -> dict[str, dict[int, int]]:
+    """Topic -> partition -> the offset its next record will get, asked over one connection."""
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(enable_auto_commit=False, client_id="sieve-recovery-ends", **client_kwargs(kafka))
     try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        return {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        out: dict[str, dict[int, int]] = {t: {} for t in topics}
+        for tp, off in (consumer.end_offsets(tps) if tps else {}).items():
+            out[tp.topic][tp.partition] = off
+        return out
     finally:
         consumer.close()
 
@@ -302,12 +309,13 @@ def _restore_snapshot(kafka: KafkaSettings, pipeline: Pipeline, directory: Path 
     if not meta:
         return {}, None
     covered = {int(p): int(o) for p, o in (meta.get("accepted_end_offsets") or {}).items()}
-    ends = end_offsets(kafka, kafka.accepted_topic)
-    if meta.get("accepted_topic") != kafka.accepted_topic or any(o > ends.get(p, 0) for p, o in covered.items()):
+    ends = topics_end_offsets(kafka, list(output_topics(kafka).values()))
+    if meta.get("accepted_topic") != kafka.accepted_topic or \
+            any(o > ends[kafka.accepted_topic].get(p, 0) for p, o in covered.items()):
         log.warning("recovery: snapshot in %s is not of this %s (topic recreated?); replaying everything",
                     directory, kafka.accepted_topic)
         return {}, None
-    frontier = _frontier(kafka, meta, group_id)
+    frontier = _frontier(kafka, meta, group_id, ends)
     if frontier is not None:
         result.quota_windows = _restore_quota_windows(pipeline, meta)
     restored = load_snapshot(pipeline.stages, directory)
@@ -353,8 +361,12 @@ def _replay_scores(pipeline: Pipeline, scored: dict[int, list[tuple]]) -> int:
     return len(rows)
 
 
-def _frontier(kafka: KafkaSettings, meta: dict, group_id: str) -> Frontier | None:
-    """The snapshot's frontier, or None when it is missing or not of these topics and group."""
+def _frontier(kafka: KafkaSettings, meta: dict, group_id: str,
+              ends: dict[str, dict[int, int]]) -> Frontier | None:
+    """The snapshot's frontier, or None when it is missing or not of these topics and group.
+
+    ``ends``: the output topics' end offsets now (a topic shorter than the snapshot says
+    was recreated)."""
     decided, outputs = meta.get("decided_end_offsets"), meta.get("output_end_offsets")
     if not isinstance(decided, dict) or not isinstance(outputs, dict):
         return None  # a snapshot of an older Sieve: scan everything
@@ -369,8 +381,7 @@ def _frontier(kafka: KafkaSettings, meta: dict, group_id: str) -> Frontier | Non
     for topic in output_topics(kafka).values():
         if topic not in frontier.output_end:
             return None
-        now = end_offsets(kafka, topic)
-        if any(o > now.get(p, 0) for p, o in frontier.output_end[topic].items()):
+        if any(o > ends[topic].get(p, 0) for p, o in frontier.output_end[topic].items()):
             log.warning("recovery: %s is shorter than when the snapshot was taken (recreated?); scanning all "
                         "outputs", topic)
             return None
@@ -469,8 +480,6 @@ def recover(kafka: KafkaSettings, pipeline: Pipeline, *, group_id: str | None = 
                     result.warmed += pipeline.warm(pending)
                     pending = []
         result.scanned[topic] = n
-        if decision == "accepted":
-            result.accepted_end = dict(ends)
     if pending:
         result.warmed += pipeline.warm(pending)
     if scored:

@@ -178,7 +178,7 @@ def test_snapshot_plus_tail_uses_accepted_positions_not_input_positions(kafka, u
     restarted = build_pipeline(settings)
     result = recover(ks, restarted, state_dir=state)
     assert result.snapshot is not None and result.warmed == 4
-    assert result.accepted_end == {0: 12}
+    assert result.output_end[ks.accepted_topic] == {0: 12}
     copies = [RawRecord(orjson.dumps({**r, "id": f"{r['id']}-copy"}), {"file": "c", "line": i})
               for i, r in enumerate(rows)]
     assert [d.reasons for d in restarted.process(copies)] == [d.reasons for d in original.process(copies)]
