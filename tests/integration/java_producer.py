@@ -96,11 +96,12 @@ def write_record_file(path: Path, records: list[tuple[bytes | None, bytes]], par
 
 def produce_java(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]], compression: str, *,
                  partition: int | None = None, properties: dict[str, str] | None = None,
-                 timeout: float = JAVA_PRODUCE_TIMEOUT) -> JavaProduceResult:
+                 heap: str = "256m", timeout: float = JAVA_PRODUCE_TIMEOUT) -> JavaProduceResult:
     """Send ``(key, value)`` records with the Java client and ``compression.type=compression``.
 
     Waits until the broker acknowledged all of them (acks=all). ``properties`` override the
-    producer's defaults (linger.ms=50, batch.size=256 KiB). Raises :class:`JavaProducerError`
+    producer's defaults (linger.ms=50, batch.size=256 KiB); ``heap`` is the JVM's ``-Xmx`` (the
+    records are all read into memory first). Raises :class:`JavaProducerError`
     with the producer's stderr when any record was not delivered.
     """
     classes, libs = compiled_classes(), fetch()
@@ -108,7 +109,7 @@ def produce_java(bootstrap: str, topic: str, records: list[tuple[bytes | None, b
         path = Path(tmp) / "records.bin"
         write_record_file(path, records, partition)
         props = [f"{k}={v}" for k, v in (properties or {}).items()]
-        cmd = [_java(), "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+        cmd = [_java(), f"-Xmx{heap}", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
                f"-Djava.io.tmpdir={tmp}",  # snappy-java and zstd-jni unpack their native libraries here
                "-cp", f"{classes}{os.pathsep}{libs}/*", MAIN_CLASS, bootstrap, topic, compression, str(path), *props]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
