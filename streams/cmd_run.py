@@ -53,6 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from streams.codec_check import require_codecs
+    require_codecs()  # before anything connects: a missing codec library is exit 2 naming it, not a crash later
     import faust
     from faust.types import TP
     from prometheus_client import REGISTRY
