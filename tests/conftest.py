@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import pytest
+
+if TYPE_CHECKING:  # imported when a test asks for the broker, so unit tests do not load it
+    from streams.local_kafka import LocalKafka
 
 DATA = Path(__file__).parent / "data"
 #: Seconds the session broker may take to come up (first start on a cold JVM).
@@ -26,7 +29,7 @@ def mit_sample() -> Path:
 
 
 @pytest.fixture(scope="session")
-def kafka() -> Iterator["LocalKafka"]:  # noqa: F821 - imported when a test asks for the broker
+def kafka() -> Iterator[LocalKafka]:
     """A running single-node Kafka broker shared by the whole session; use ``kafka.bootstrap``."""
     from streams.local_kafka import LocalKafka
 
