@@ -5,7 +5,7 @@ and dead-letter ones only count towards the batch window's statistics) and close
 the open batch when it holds ``max_examples``, when its oldest example is
 ``max_age_s`` old (:meth:`BatchAssembler.tick`), or on :meth:`~BatchAssembler.request_close`.
 A closed batch is a directory ``<dir>/<batch id>/`` with shard files, ``report.html``
-and ``manifest.json`` (see :mod:`quality.batch_manifest` and ``docs/batches.md``).
+and ``manifest.json`` (see :mod:`batches.manifest` and ``docs/batches.md``).
 
 State lives in ``<dir>/_state/`` and survives restarts:
 
@@ -40,11 +40,11 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import orjson
 
 from quality import __version__
-from quality.batch_manifest import (MANIFEST_SCHEMA, RefusalCounter, batch_statistics,
+from batches.manifest import (MANIFEST_SCHEMA, RefusalCounter, batch_statistics,
                                     datasets_section, file_sha256, fsync_file, kind_of, load_snippet, manifest_bytes,
                                     row_of, split_of, write_shards)
-from quality.batch_state import Window, example_key, fsync_dir, iso, read_jsonl, write_atomic
-from quality.batch_state import open_batch_summary, read_ledger  # noqa: F401 - re-exported for the CLI
+from batches.state import Window, example_key, fsync_dir, iso, read_jsonl, write_atomic
+from batches.state import open_batch_summary, read_ledger  # noqa: F401 - re-exported for the CLI
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class BatchAssembler:
         if shard_max_rows <= 0:
             raise ValueError(f"shard_max_rows must be > 0, got {shard_max_rows!r}")
         if report:
-            from quality.batch_report import require_matplotlib
+            from batches.report import require_matplotlib
             require_matplotlib()
         self.root = Path(root).resolve()
         self.max_examples, self.max_age_s = max_examples, max_age_s
@@ -369,7 +369,7 @@ class BatchAssembler:
             "report": None,
         }
         if self.report:
-            from quality.batch_report import write_report
+            from batches.report import write_report
             write_report(tmp / "report.html", manifest, series, self.window.timeline_rows())
             fsync_file(tmp / "report.html")
             sha, size = file_sha256(tmp / "report.html")

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import orjson
 
-from quality.filters import RefusalFilter
+from quality.filters.refusal import RefusalFilter
 from quality.records import Example, Message
 
 MANIFEST_SCHEMA = "sieve.batch.manifest/1"

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import orjson
 
-from quality.batch_manifest import DUPLICATE_REASONS
+from batches.manifest import DUPLICATE_REASONS
 
 TIMELINE_BIN_S = 60
 

@@ -42,7 +42,7 @@ from models.heads import TrainConfig, features, load_head  # noqa: E402
 from models.metrics import auroc, precision_at_rate  # noqa: E402
 from models.train import train_quality, train_reward  # noqa: E402
 from quality.config import ScoringSettings  # noqa: E402
-from quality.pairs import PairStructureFilter  # noqa: E402
+from quality.filters.pairs import PairStructureFilter  # noqa: E402
 from quality.pipeline import Pipeline  # noqa: E402
 from quality.records import RawRecord  # noqa: E402
 

@@ -13,7 +13,7 @@ the features of that one pass. It writes:
   stage reads; :func:`embedding_text` gives that text for examples encoded elsewhere;
 * ``ex.features["reward_margin"]`` for the pair margin check that runs later.
 
-``low_quality`` rejections go through the :class:`~quality.thresholds.ThresholdPolicy`,
+``low_quality`` rejections go through the :class:`~quality.scoring.thresholds.ThresholdPolicy`,
 in input order (so file mode and the stream agree). Pairs are scored but not gated on
 quality unless ``apply_quality_to_pairs``: their gate is the reward margin.
 """
@@ -29,11 +29,11 @@ import numpy as np
 from models import DEFAULT_HEAD_DIR
 from models.encoder import Encoder
 from models.heads import Head, features, load_head
-from quality.pairs import MARGIN_FEATURE
+from quality.filters.pairs import MARGIN_FEATURE
 from quality.reasons import Reason
 from quality.records import Example
 from quality.stage import Stage, Verdict
-from quality.thresholds import FixedThreshold, ThresholdPolicy, parse_per_source, parse_policy
+from quality.scoring.thresholds import FixedThreshold, ThresholdPolicy, parse_per_source, parse_policy
 
 EMBEDDING_FEATURE = "embedding"
 

@@ -13,13 +13,17 @@ import importlib.util
 import logging
 
 from quality.config import PipelineSettings
-from quality.decontam import Decontaminator
-from quality.dedup_exact import ExactDedup
-from quality.dedup_near import NearDedup
-from quality.dedup_semantic import SemanticDedup
-from quality.filters import EmptyFilter, EncodingFilter, LengthFilter, RefusalFilter, RepetitionFilter
-from quality.pairs import PairMarginCheck, PairStructureFilter
-from quality.pii import PiiRedactor
+from quality.decont.ngram import Decontaminator
+from quality.dedup.exact import ExactDedup
+from quality.dedup.near import NearDedup
+from quality.dedup.semantic import SemanticDedup
+from quality.filters.empty import EmptyFilter
+from quality.filters.encoding import EncodingFilter
+from quality.filters.length import LengthFilter
+from quality.filters.refusal import RefusalFilter
+from quality.filters.repetition import RepetitionFilter
+from quality.filters.pairs import PairMarginCheck, PairStructureFilter
+from quality.filters.pii import PiiRedactor
 from quality.pipeline import Pipeline
 from quality.stage import Stage
 from quality.state import TimedExactIndex

@@ -24,7 +24,7 @@ ENV_PREFIX = "SIEVE_"
 
 @dataclass(frozen=True)
 class FilterSettings:
-    """Bounds of the heuristic filters (see ``quality/filters.py``)."""
+    """Bounds of the heuristic filters (see ``quality/filters/``)."""
 
     min_response_chars: int = 1
     min_total_words: int = 3
@@ -35,7 +35,7 @@ class FilterSettings:
 
 @dataclass(frozen=True)
 class PiiSettings:
-    """PII redaction (``quality/pii.py``): ``policy`` is ``redact`` or ``reject``."""
+    """PII redaction (``quality/filters/pii.py``): ``policy`` is ``redact`` or ``reject``."""
 
     enabled: bool = True
     policy: str = "redact"
@@ -44,7 +44,7 @@ class PiiSettings:
 
 @dataclass(frozen=True)
 class DecontamSettings:
-    """Benchmark decontamination (``quality/decontam.py``); no paths = off.
+    """Benchmark decontamination (``quality/decont/ngram.py``); no paths = off.
 
     ``benchmark_paths`` are JSONL/text files or directories, re-read in a running
     worker when their modification times change (checked every ``reload_interval_s``).
@@ -60,7 +60,7 @@ class DecontamSettings:
 
 @dataclass(frozen=True)
 class NearDedupSettings:
-    """MinHash LSH near-duplicate detection (``quality/dedup_near.py``); bands/rows 0 = chosen for recall."""
+    """MinHash LSH near-duplicate detection (``quality/dedup/near.py``); bands/rows 0 = chosen for recall."""
 
     enabled: bool = True
     threshold: float = 0.8
@@ -74,7 +74,7 @@ class NearDedupSettings:
 
 @dataclass(frozen=True)
 class SemanticDedupSettings:
-    """Embedding near-duplicates (``quality/dedup_semantic.py``): exact flat search up to
+    """Embedding near-duplicates (``quality/dedup/semantic.py``): exact flat search up to
     ``flat_max`` stored vectors, HNSW up to ``ivf_min``, then IVF (see docs/dedup.md)."""
 
     enabled: bool = True

@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import orjson
 
-from quality.dedup_exact import ExactDedup, ExactIndex
+from quality.dedup.exact import ExactDedup, ExactIndex
 from quality.stage import Stage
 
 log = logging.getLogger(__name__)

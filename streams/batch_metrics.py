@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from quality.batches import TRIGGERS
+from batches.assembler import TRIGGERS
 
 #: Examples per closed batch.
 BATCH_EXAMPLES_BUCKETS = (10, 50, 100, 500, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000)

@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from prometheus_client import REGISTRY
 
-    from quality.batches import StateLockedError
+    from batches.assembler import StateLockedError
     from streams.batcher import Batcher
     from streams.config import load_settings
     from streams.metrics import serve

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _cut(args: argparse.Namespace, settings: Any) -> int:
-    from quality.batches import StateLockedError
+    from batches.assembler import StateLockedError
 
     if args.wait < 0:
         raise ValueError(f"--wait must be >= 0 seconds, got {args.wait}")
@@ -85,7 +85,7 @@ def _cut(args: argparse.Namespace, settings: Any) -> int:
 def _assembler(settings: Any, root: Path):
     from dataclasses import replace
 
-    from quality.batches import BatchAssembler
+    from batches.assembler import BatchAssembler
 
     return BatchAssembler.from_settings(replace(settings.batches, dir=str(root)))
 
@@ -136,7 +136,7 @@ def _cut_via_topic(args: argparse.Namespace, settings: Any) -> int:
 
 
 def _list(args: argparse.Namespace, settings: Any) -> int:
-    from quality.batches import open_batch_summary, read_ledger
+    from batches.assembler import open_batch_summary, read_ledger
 
     root = _dir(args, settings)
     if not (root / "_state").is_dir():
@@ -153,7 +153,7 @@ def _list(args: argparse.Namespace, settings: Any) -> int:
 
 
 def _show(args: argparse.Namespace, settings: Any) -> int:
-    from quality.batch_manifest import verify_files
+    from batches.manifest import verify_files
 
     path = _dir(args, settings) / args.batch_id / "manifest.json"
     if not path.is_file():
@@ -202,7 +202,7 @@ class CurateBatches:
             return
         from dataclasses import replace
 
-        from quality.batches import BatchAssembler, StateLockedError
+        from batches.assembler import BatchAssembler, StateLockedError
 
         overrides: dict[str, Any] = {"dir": str(args.batches)}
         if args.batch_size_examples is not None:

@@ -64,7 +64,7 @@ def stage_names() -> list[str]:
 
 
 def label_values() -> list[tuple[str, str]]:
-    from quality.batches import TRIGGERS
+    from batches.assembler import TRIGGERS
     from streams.metrics import DUPLICATE_KINDS, NO_REASON, OTHER_SOURCE, REWARD_SCORES, UNIT_SCORES, UNKNOWN_SOURCE
 
     def code(values) -> str:

@@ -45,7 +45,7 @@ import orjson
 from quality.pipeline import Pipeline
 from quality.records import Example, ParseFailure, RawRecord, parse
 from quality.state import load_snapshot, snapshot_meta
-from quality.thresholds import policies_of
+from quality.scoring.thresholds import policies_of
 from streams.config import KafkaSettings
 from streams.topics import client_kwargs, output_topics
 

@@ -34,7 +34,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from quality.tombstones import TombstoneRows
+from quality.dedup.tombstones import TombstoneRows
 
 _TOKEN = re.compile(rb"[^\x00-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]+")
 _MASK32 = np.uint64(0xFFFFFFFF)

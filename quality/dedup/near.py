@@ -15,8 +15,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import orjson
 
-from quality.dedup_exact import entry_key, id_of_entry
-from quality.minhash import FIELDS, MAX_SIG, LSHIndex, MinHasher, choose_bands, jaccard, texts_of
+from quality.dedup.exact import entry_key, id_of_entry
+from quality.dedup.minhash import FIELDS, MAX_SIG, LSHIndex, MinHasher, choose_bands, jaccard, texts_of
 from quality.reasons import Reason
 from quality.records import Example
 from quality.stage import Stage, Verdict
@@ -42,7 +42,7 @@ class NearDedup(Stage):
         num_perm: MinHash signature length.
         ngram: words per shingle.
         fields: which texts are shingled: some of ``prompt``, ``response``, ``rejected``, ``all``.
-        bands, rows: LSH banding; chosen by :func:`quality.minhash.choose_bands` when 0.
+        bands, rows: LSH banding; chosen by :func:`quality.dedup.minhash.choose_bands` when 0.
         seed: MinHash seed; a snapshot only restores into a stage with the same seed.
         clock: time source for examples without a timestamp (tests pass their own).
     """

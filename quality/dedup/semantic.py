@@ -26,12 +26,12 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import orjson
 
-from quality.dedup_exact import entry_key, id_of_entry
-from quality.dedup_near import example_time
+from quality.dedup.exact import entry_key, id_of_entry
+from quality.dedup.near import example_time
 from quality.reasons import Reason
 from quality.records import Example
 from quality.stage import Stage, Verdict
-from quality.tombstones import TombstoneRows
+from quality.dedup.tombstones import TombstoneRows
 
 log = logging.getLogger(__name__)
 

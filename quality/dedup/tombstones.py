@@ -1,7 +1,7 @@
 """Removal and expiry for indexes that never delete rows, only mark them dead.
 
-Both the LSH index (``quality/minhash.py``) and the FAISS vector index
-(``quality/dedup_semantic.py``) keep a row per stored example: ``ids`` (row -> key),
+Both the LSH index (``quality/dedup/minhash.py``) and the FAISS vector index
+(``quality/dedup/semantic.py``) keep a row per stored example: ``ids`` (row -> key),
 ``row_of`` (key -> row of a live entry) and ``alive`` (a boolean per row). A dead row
 stays in the index structures but never matches.
 """

@@ -1,97 +1,20 @@
-"""Heuristic filters: the cheap checks that run before anything costly.
+"""Repetition: Gopher-style duplicated lines and n-grams in the response (loops, spam).
 
-Each filter is a :class:`~quality.stage.Stage` whose ``check`` returns a reason or
-keeps the example. Bounds are keyword arguments validated in ``__init__``; the
-defaults are chosen to keep real instruction data (short but correct answers such as
-"4" or "No" pass) and drop what is broken.
+Like every heuristic filter (this folder), a :class:`~quality.stage.Stage` whose
+``check`` returns a reason or keeps the example. Bounds are keyword arguments
+validated in ``__init__``; the defaults are chosen to keep real instruction data
+(short but correct answers such as "4" or "No" pass) and drop what is broken.
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from typing import Any, Mapping
 
+from quality.filters.common import WORD, fraction, judged_responses
 from quality.reasons import Reason
 from quality.records import Example
 from quality.stage import KEEP, Stage, Verdict
-
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
-def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
-
-
-def _fraction(name: str, value: float) -> None:
-    if not 0.0 < value <= 1.0:
-        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
-
-
-def _responses(ex: Example) -> list[str]:
-    """The text whose quality these filters judge: the response, or a pair's chosen side.
-
-    A pair's rejected side is meant to be worse (a degenerate or repetitive answer makes
-    a useful pair), so only its emptiness matters, and :class:`quality.pairs.PairStructureFilter`
-    checks that (``pair_empty_side``).
-    """
-    return [ex.response_text]
-
-
-class EmptyFilter(Stage):
-    """Rejects examples whose prompt or response is empty after normalization."""
-
-    name = "empty"
-    reasons = frozenset({Reason.EMPTY_PROMPT, Reason.EMPTY_RESPONSE})
-
-    def check(self, ex: Example) -> Verdict:
-        if not ex.prompt_text.strip():
-            return Verdict(Reason.EMPTY_PROMPT)
-        if any(not text.strip() for text in _responses(ex)):
-            return Verdict(Reason.EMPTY_RESPONSE)
-        return KEEP
-
-
-class LengthFilter(Stage):
-    """Rejects responses that are too short and examples that are too long.
-
-    Args:
-        min_response_chars: shortest acceptable response (each side of a pair).
-        min_total_words: fewest words in prompt and response together.
-        max_total_chars: longest acceptable example, all turns together.
-    """
-
-    name = "length"
-    reasons = frozenset({Reason.TOO_SHORT, Reason.TOO_LONG})
-
-    def __init__(self, *, min_response_chars: int = 1, min_total_words: int = 3,
-                 max_total_chars: int = 60_000) -> None:
-        super().__init__()
-        _positive("min_response_chars", min_response_chars, allow_zero=True)
-        _positive("min_total_words", min_total_words, allow_zero=True)
-        _positive("max_total_chars", max_total_chars)
-        if max_total_chars <= min_response_chars:
-            raise ValueError(f"max_total_chars ({max_total_chars}) must exceed min_response_chars ({min_response_chars})")
-        self.min_response_chars = min_response_chars
-        self.min_total_words = min_total_words
-        self.max_total_chars = max_total_chars
-
-    def check(self, ex: Example) -> Verdict:
-        total_chars = sum(len(t) for t in ex.texts())
-        if total_chars > self.max_total_chars:
-            return Verdict(Reason.TOO_LONG, detail=f"{total_chars} chars")
-        responses = _responses(ex)
-        if min(len(t) for t in responses) < self.min_response_chars:
-            return Verdict(Reason.TOO_SHORT)
-        words = len(_WORD.findall(ex.prompt_text)) + len(_WORD.findall(responses[0]))
-        if words < self.min_total_words:
-            return Verdict(Reason.TOO_SHORT, detail=f"{words} words")
-        return KEEP
-
-    def version(self) -> Mapping[str, Any]:
-        return {"min_response_chars": self.min_response_chars, "min_total_words": self.min_total_words,
-                "max_total_chars": self.max_total_chars}
 
 
 def _dup_fractions(items: list[str]) -> tuple[float, float]:
@@ -149,8 +72,8 @@ class RepetitionFilter(Stage):
                  dup_ngram_char_frac: Mapping[int, float] | None = None,
                  min_words: int = 100, dup_ngram_min_words: int = 40, min_line_chars: int = 8) -> None:
         super().__init__()
-        _fraction("dup_line_frac", dup_line_frac)
-        _fraction("dup_line_char_frac", dup_line_char_frac)
+        fraction("dup_line_frac", dup_line_frac)
+        fraction("dup_line_char_frac", dup_line_char_frac)
         self.dup_line_frac = dup_line_frac
         self.dup_line_char_frac = dup_line_char_frac
         # Gopher's web-document limits (0.20/0.18/0.16, 0.15..0.10) reject 5-20% of real
@@ -159,13 +82,13 @@ class RepetitionFilter(Stage):
         self.top_ngram = dict(top_ngram_char_frac or {2: 0.40, 3: 0.35, 4: 0.30})
         self.dup_ngram = dict(dup_ngram_char_frac or {5: 0.60, 8: 0.55, 10: 0.50})
         for n, frac in {**self.top_ngram, **self.dup_ngram}.items():
-            _fraction(f"n-gram fraction for n={n}", frac)
+            fraction(f"n-gram fraction for n={n}", frac)
         self.min_words = min_words
         self.dup_ngram_min_words = dup_ngram_min_words
         self.min_line_chars = min_line_chars
 
     def check(self, ex: Example) -> Verdict:
-        for text in _responses(ex):
+        for text in judged_responses(ex):
             detail = self._why(text)
             if detail:
                 return Verdict(Reason.REPETITIVE, detail=detail)
@@ -180,7 +103,7 @@ class RepetitionFilter(Stage):
                 return f"dup_line_frac={frac:.2f}"
             if char_frac > self.dup_line_char_frac:
                 return f"dup_line_char_frac={char_frac:.2f}"
-        words = _WORD.findall(text.lower())
+        words = WORD.findall(text.lower())
         if len(words) >= self.min_words:
             for n, limit in self.top_ngram.items():
                 frac = _top_ngram_char_frac(words, n)
@@ -198,83 +121,3 @@ class RepetitionFilter(Stage):
                 "top_ngram": {str(k): v for k, v in self.top_ngram.items()},
                 "dup_ngram": {str(k): v for k, v in self.dup_ngram.items()}, "min_words": self.min_words,
                 "dup_ngram_min_words": self.dup_ngram_min_words}
-
-
-# Disclaimers that mark a canned answer wherever they appear.
-_DISCLAIMERS = [
-    r"\bas an ai language model\b",
-    r"\bas an? (?:ai|artificial intelligence|ai assistant|ai model|language model|large language model)\s*,?\s*i\b",
-    r"\bi(?:'m| am) (?:just |only )?an ai(?: language model| assistant| model)?(?:,| and\b| so\b| developed\b"
-    r"| created\b| trained\b)",
-    r"\bmy (?:training data|knowledge) (?:cut-?off|only goes up)", r"\bas of my (?:last )?knowledge cut-?off",
-]
-# Refusals: only when they open the response (quoted dialogue later in a story is not one).
-_REFUSAL_OPENINGS = [
-    r"i(?:'m| am) (?:so |very |really )?sorry,? (?:but )?(?:as an ai(?: language model)?,? )?"
-    r"i (?:can(?:no|')t|am unable|am not able|won't|will not)",
-    r"i(?:'m| am) (?:so |very |really )?sorry,? (?:but )?i(?:'m| am) (?:unable|not able)",
-    r"i apologi[sz]e,? (?:but )?i (?:can(?:no|')t|am unable|am not able|won't)",
-    r"i(?:'m| am) (?:unable|not able) to (?:help|assist|provide|fulfil|comply|answer|generate|create|do)",
-    r"i can(?:no|')t (?:help|assist|provide|fulfil|comply|answer) (?:you )?with (?:that|this)",
-    r"i (?:can(?:no|')t|won't|will not) (?:fulfil|comply with) (?:that|this|your)",
-    r"sorry,? (?:but )?i (?:can(?:no|')t|am unable to) (?:help|assist|do) (?:with )?(?:that|this)",
-]
-
-
-class RefusalFilter(Stage):
-    """Rejects canned refusals and AI disclaimers in the trained-on response.
-
-    Args:
-        apply_to_pairs: also check the chosen side of preference pairs. Off by default:
-            in harmlessness data a refusal is often the preferred answer.
-        opening_chars: how far into the response a refusal opening is looked for.
-    """
-
-    name = "refusal"
-    reasons = frozenset({Reason.REFUSAL})
-
-    def __init__(self, *, apply_to_pairs: bool = False, opening_chars: int = 160) -> None:
-        super().__init__()
-        _positive("opening_chars", opening_chars)
-        self.apply_to_pairs = apply_to_pairs
-        self.opening_chars = opening_chars
-        self._anywhere = re.compile("|".join(_DISCLAIMERS))
-        self._opening = re.compile(r"^\W{0,3}(?:" + "|".join(_REFUSAL_OPENINGS) + ")")
-
-    def check(self, ex: Example) -> Verdict:
-        if ex.kind == "preference" and not self.apply_to_pairs:
-            return KEEP
-        text = ex.response_text.lower().replace("\u2019", "'")
-        match = self._anywhere.search(text) or self._opening.search(text[: self.opening_chars])
-        if match:
-            return Verdict(Reason.REFUSAL, detail=match.group(0)[:60])
-        return KEEP
-
-    def version(self) -> Mapping[str, Any]:
-        return {"apply_to_pairs": self.apply_to_pairs, "opening_chars": self.opening_chars}
-
-
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-
-
-class EncodingFilter(Stage):
-    """Rejects text with control characters, U+FFFD or mojibake (ftfy's badness check)."""
-
-    name = "encoding"
-    reasons = frozenset({Reason.BAD_ENCODING})
-
-    def __init__(self) -> None:
-        super().__init__()
-        from ftfy.badness import is_bad  # a well-kept mojibake detector; pure Python
-
-        self._is_bad = is_bad
-
-    def check(self, ex: Example) -> Verdict:
-        for text in ex.texts():
-            if _CONTROL.search(text):
-                return Verdict(Reason.BAD_ENCODING, detail="control character")
-            if "\ufffd" in text:
-                return Verdict(Reason.BAD_ENCODING, detail="U+FFFD replacement character")
-            if not text.isascii() and self._is_bad(text):
-                return Verdict(Reason.BAD_ENCODING, detail="mojibake")
-        return KEEP

@@ -17,7 +17,7 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from quality.batches import BatchAssembler, BatchSettings
+from batches.assembler import BatchAssembler, BatchSettings
 from quality.build import build_pipeline
 from quality.config import PipelineSettings, load
 from quality.filemode import read_records

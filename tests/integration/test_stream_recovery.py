@@ -301,7 +301,7 @@ def test_quota_windows_come_back_from_the_snapshot_plus_the_tail(kafka, unique_t
     from quality.config import PipelineSettings
     from quality.records import RawRecord
     from quality.state import save_snapshot
-    from quality.thresholds import policies_of
+    from quality.scoring.thresholds import policies_of
     from streams.recovery import Frontier, quota_state, recover, snapshot_dir
 
     base = PipelineSettings()

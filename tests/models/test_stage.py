@@ -13,10 +13,10 @@ from models.heads import load_head
 from models.stage import ModelScoreStage, embedding_text
 from quality.build import build_pipeline
 from quality.config import PipelineSettings, ScoringSettings
-from quality.pairs import PairMarginCheck, PairStructureFilter
+from quality.filters.pairs import PairMarginCheck, PairStructureFilter
 from quality.pipeline import Pipeline
 from quality.records import RawRecord
-from quality.thresholds import FixedThreshold, ThresholdPolicy, WindowQuota
+from quality.scoring.thresholds import FixedThreshold, ThresholdPolicy, WindowQuota
 
 pytestmark = pytest.mark.models
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from quality.batches import BatchAssembler
+from batches.assembler import BatchAssembler
 from quality.build import build_pipeline
 from quality.config import PipelineSettings, load
 from quality.filemode import read_records

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from quality.batch_manifest import split_of, verify_files
-from quality.batches import BatchAssembler, StateLockedError, read_ledger
+from batches.manifest import split_of, verify_files
+from batches.assembler import BatchAssembler, StateLockedError, read_ledger
 from quality.build import build_pipeline
 from quality.config import PipelineSettings, load
 from quality.filemode import read_records
@@ -290,7 +290,7 @@ def test_bad_parameters_name_themselves(tmp_path, kw, name):
 CRASH = textwrap.dedent("""
     import os, sys
     sys.path.insert(0, {repo!r})
-    import quality.batches as qb
+    import batches.assembler as qb
     {sft_src}
     point = {point!r}
     if point == "before_ledger":      # batch dir renamed into place, ids not yet written
@@ -363,7 +363,7 @@ def test_real_decisions_from_file_mode(tmp_path, mit_sample):
 
 def test_a_reused_id_with_other_content_is_batched_but_a_redelivery_is_not(tmp_path):
     """Producers may reuse ids (files numbered from 1); only a true redelivery is dropped."""
-    from quality.batches import BatchAssembler
+    from batches.assembler import BatchAssembler
 
     def env(i, text):
         return {"id": i, "decision": "accepted", "reasons": [], "scores": {}, "source": "t",
@@ -377,7 +377,7 @@ def test_a_reused_id_with_other_content_is_batched_but_a_redelivery_is_not(tmp_p
 
 
 def test_manifest_records_the_batch_age_at_close(tmp_path):
-    from quality.batches import BatchAssembler
+    from batches.assembler import BatchAssembler
 
     now = [1000.0]
     asm = BatchAssembler(tmp_path / "b", max_examples=0, max_age_s=0, clock=lambda: now[0])

@@ -5,7 +5,7 @@ import os
 import orjson
 import pytest
 
-from quality.decontam import BenchmarkIndex, BenchmarkItem, Decontaminator, bench_tokens, load_benchmarks
+from quality.decont.ngram import BenchmarkIndex, BenchmarkItem, Decontaminator, bench_tokens, load_benchmarks
 from quality.reasons import Reason
 from quality.records import Example, Message
 

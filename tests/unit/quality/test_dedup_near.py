@@ -2,7 +2,7 @@
 
 import pytest
 
-from quality.dedup_near import NearDedup
+from quality.dedup.near import NearDedup
 from quality.reasons import Reason
 from quality.records import Example, Message
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from quality.dedup_semantic import SemanticDedup, VectorIndex
+from quality.dedup.semantic import SemanticDedup, VectorIndex
 from quality.reasons import Reason
 from quality.records import Example, Message
 

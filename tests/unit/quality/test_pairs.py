@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from quality.normalize import normalize_example
-from quality.pairs import MARGIN_FEATURE, PairMarginCheck, PairStructureFilter, length_bias
+from quality.filters.pairs import MARGIN_FEATURE, PairMarginCheck, PairStructureFilter, length_bias
 from quality.pipeline import Pipeline
 from quality.reasons import Reason
 from quality.records import Example, RawRecord, parse
@@ -100,7 +100,7 @@ def test_quality_never_imports_torch_at_import_time():
     import subprocess
     import sys
 
-    code = ("import sys, quality.build, quality.pairs, quality.thresholds, models, models.stage; "
+    code = ("import sys, quality.build, quality.filters.pairs, quality.scoring.thresholds, models, models.stage; "
             "bad = [m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

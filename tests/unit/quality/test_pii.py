@@ -6,7 +6,7 @@ import pytest
 
 from quality.build import build_pipeline
 from quality.config import PiiSettings, PipelineSettings
-from quality.pii import PiiRedactor, luhn_ok, redact
+from quality.filters.pii import PiiRedactor, luhn_ok, redact
 from quality.reasons import Reason
 from quality.records import Example, Message, RawRecord
 
@@ -96,7 +96,7 @@ def test_bad_settings_name_the_parameter():
 
 
 def test_versions_are_not_ip_addresses_and_prefixed_key_names_are_secrets():
-    from quality.pii import redact
+    from quality.filters.pii import redact
 
     for text in ("Version 1.2.3.4 is out", "upgrade to python 3.11.4.1", "tag v1.2.3.4"):
         assert redact(text) == (text, {})

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from quality.batches import BatchAssembler
+from batches.assembler import BatchAssembler
 from streams.batch_metrics import BatchMetrics
 from streams.batcher import Batcher
 from streams.cli import main

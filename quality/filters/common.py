@@ -1,0 +1,31 @@
+"""What the heuristic filters share: argument checks and the text they judge."""
+
+from __future__ import annotations
+
+import re
+
+from quality.records import Example
+
+WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+
+def fraction(name: str, value: float) -> None:
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+
+
+def judged_responses(ex: Example) -> list[str]:
+    """The text whose quality these filters judge: the response, or a pair's chosen side.
+
+    A pair's rejected side is meant to be worse (a degenerate or repetitive answer makes
+    a useful pair), so only its emptiness matters, and :class:`quality.filters.pairs.PairStructureFilter`
+    checks that (``pair_empty_side``).
+    """
+    return [ex.response_text]
+
+
