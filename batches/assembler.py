@@ -39,12 +39,11 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import orjson
 
-from quality import __version__
-from batches.manifest import (MANIFEST_SCHEMA, RefusalCounter, batch_statistics,
-                                    datasets_section, file_sha256, fsync_file, kind_of, load_snippet, manifest_bytes,
-                                    row_of, split_of, write_shards)
+from batches.manifest import (MANIFEST_SCHEMA, RefusalCounter, batch_statistics, datasets_section, file_sha256,
+                              fsync_file, kind_of, load_snippet, manifest_bytes, row_of, split_of, write_shards)
 from batches.state import Window, example_key, fsync_dir, iso, read_jsonl, write_atomic
 from batches.state import open_batch_summary, read_ledger  # noqa: F401 - re-exported for the CLI
+from quality import __version__
 
 log = logging.getLogger(__name__)
 

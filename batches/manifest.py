@@ -26,6 +26,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import orjson
 
+from quality.filemode import distribution
 from quality.filters.refusal import RefusalFilter
 from quality.records import Example, Message
 
@@ -62,20 +63,6 @@ def row_of(envelope: Mapping[str, Any]) -> dict[str, Any]:
         return {"id": envelope["id"], "messages": ex["messages"], "source": envelope.get("source")}
     return {"id": envelope["id"], "prompt": ex["prompt"], "chosen": ex["chosen"], "rejected": ex["rejected"],
             "source": envelope.get("source")}
-
-
-def distribution(values: Sequence[float]) -> dict[str, float] | None:
-    """count, mean, min, p10, p50, p90 and max of the values (None when there are none)."""
-    if not values:
-        return None
-    xs = sorted(float(v) for v in values)
-    n = len(xs)
-
-    def q(p: float) -> float:
-        return round(xs[min(n - 1, int(p * (n - 1) + 0.5))], 6)
-
-    return {"count": n, "mean": round(sum(xs) / n, 6), "min": xs[0], "p10": q(0.1), "p50": q(0.5),
-            "p90": q(0.9), "max": xs[-1]}
 
 
 def _texts(messages: Iterable[Mapping[str, Any]], *, skip_system: bool = False) -> str:

@@ -32,11 +32,11 @@ sys.path.insert(0, str(ROOT))
 
 from quality.decont.ngram import Decontaminator  # noqa: E402
 from quality.dedup.exact import ExactDedup, ExactIndex  # noqa: E402
+from quality.dedup.minhash import LSHIndex, MinHasher, choose_bands, texts_of  # noqa: E402
 from quality.dedup.near import NearDedup  # noqa: E402
 from quality.dedup.semantic import VectorIndex  # noqa: E402
-from quality.dedup.minhash import LSHIndex, MinHasher, choose_bands, texts_of  # noqa: E402
-from quality.normalize import normalize_example  # noqa: E402
 from quality.filters.pii import PiiRedactor  # noqa: E402
+from quality.normalize import normalize_example  # noqa: E402
 from quality.records import Example, RawRecord, parse  # noqa: E402
 
 BATCH = 256

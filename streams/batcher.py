@@ -24,8 +24,8 @@ from typing import Any, Callable
 import orjson
 
 from batches.assembler import BatchAssembler
-from streams.batch_metrics import BatchMetrics
 from streams.config import Settings
+from streams.metrics.batcher import BatchMetrics
 from streams.topics import client_kwargs, ensure_topics
 
 log = logging.getLogger(__name__)

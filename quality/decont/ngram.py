@@ -30,6 +30,7 @@ import orjson
 
 from quality.reasons import Reason
 from quality.records import Example
+from quality.registry import register
 from quality.stage import Stage, Verdict
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,31 @@ class BenchmarkIndex:
         return int(uniq[j]), float(scores[j])
 
 
+@dataclass(frozen=True)
+class DecontamSettings:
+    """Benchmark decontamination (``[pipeline.decontam]``); no paths = off.
+
+    ``benchmark_paths`` are JSONL/text files or directories, re-read in a running
+    worker when their modification times change (checked every ``reload_interval_s``).
+    """
+
+    benchmark_paths: tuple[str, ...] = ()
+    threshold: float = 0.8
+    ngram: int = 8
+    short_item_tokens: int = 10
+    check_response: bool = False
+    reload_interval_s: float = 30.0
+
+
+def _build(d: DecontamSettings, _earlier) -> "Decontaminator | None":
+    if not d.benchmark_paths:
+        return None
+    return Decontaminator(d.benchmark_paths, threshold=d.threshold, ngram=d.ngram,
+                          short_item_tokens=d.short_item_tokens, check_response=d.check_response,
+                          reload_interval_s=d.reload_interval_s)
+
+
+@register(rank=80, section="decontam", settings=DecontamSettings, build=_build)
 class Decontaminator(Stage):
     """Rejects examples whose prompt (optionally also response) contains a benchmark item.
 

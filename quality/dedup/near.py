@@ -9,6 +9,7 @@ response by default (the chosen side for preference pairs).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -16,25 +17,37 @@ import numpy as np
 import orjson
 
 from quality.dedup.exact import entry_key, id_of_entry
-from quality.dedup.minhash import FIELDS, MAX_SIG, LSHIndex, MinHasher, choose_bands, jaccard, texts_of
+from quality.dedup.minhash import FIELDS, MAX_SIG, SIG_DTYPE, LSHIndex, MinHasher, choose_bands, jaccard, texts_of
 from quality.reasons import Reason
 from quality.records import Example
-from quality.stage import Stage, Verdict
+from quality.registry import register
+from quality.stage import StatefulStage, Verdict
+from quality.state import example_time
 
 
-def example_time(ex: Example, clock: Callable[[], float]) -> float:
-    """When an example entered the stream, in seconds since the epoch.
+@dataclass(frozen=True)
+class NearDedupSettings:
+    """MinHash LSH near-duplicate detection (``[pipeline.near_dedup]``); bands/rows 0 = chosen for recall."""
 
-    The Kafka record timestamp in ``origin["timestamp"]`` (ms or s) when the driver
-    put it there, so a replay of ``sieve.accepted`` reproduces the same times; else now.
-    """
-    ts = ex.origin.get("timestamp") if ex.origin else None
-    if isinstance(ts, (int, float)) and not isinstance(ts, bool) and ts > 0:
-        return ts / 1000.0 if ts > 1e11 else float(ts)
-    return clock()
+    enabled: bool = True
+    threshold: float = 0.8
+    num_perm: int = 128
+    ngram: int = 2  # word bigrams: best agreement with GPTeacher's cleaning (docs/eval_dedup.md)
+    fields: tuple[str, ...] = ("prompt", "response", "rejected")  # pairs differing in rejected are distinct
+    bands: int = 0
+    rows: int = 0
+    seed: int = 1
 
 
-class NearDedup(Stage):
+def _build(n: NearDedupSettings, _earlier) -> "NearDedup | None":
+    if not n.enabled:
+        return None
+    return NearDedup(threshold=n.threshold, num_perm=n.num_perm, ngram=n.ngram, fields=n.fields, bands=n.bands,
+                     rows=n.rows, seed=n.seed)
+
+
+@register(rank=100, section="near_dedup", settings=NearDedupSettings, build=_build)
+class NearDedup(StatefulStage):
     """Rejects examples whose MinHash Jaccard estimate to an accepted one is >= ``threshold``.
 
     Args:
@@ -49,6 +62,7 @@ class NearDedup(Stage):
 
     name = "near_dedup"
     reasons = frozenset({Reason.DUPLICATE_NEAR})
+    provides = frozenset({"minhash"})
 
     def __init__(self, *, threshold: float = 0.8, num_perm: int = 128, ngram: int = 2,
                  fields: Sequence[str] = ("prompt", "response"), bands: int = 0, rows: int = 0,
@@ -69,8 +83,21 @@ class NearDedup(Stage):
         self.index = LSHIndex(num_perm, bands, rows)
         self.clock = clock
 
+    def annotate(self, batch: Sequence[Example]) -> None:
+        """The MinHash signature of each example lacking one (the stateless half of this stage)."""
+        todo = [ex for ex in batch if ex.features.minhash is None or len(ex.features.minhash) != self.hasher.num_perm]
+        if todo:
+            for ex, sig in zip(todo, self.hasher.signatures(texts_of(todo, self.fields))):
+                ex.features.minhash = sig
+
+    def _signatures(self, batch: Sequence[Example]) -> np.ndarray:
+        self.annotate(batch)
+        if not batch:
+            return np.zeros((0, self.hasher.num_perm), dtype=SIG_DTYPE)
+        return np.stack([ex.features.minhash for ex in batch])
+
     def check_batch(self, batch: Sequence[Example]) -> list[Verdict]:
-        sigs = self.hasher.signatures(texts_of(batch, self.fields))
+        sigs = self._signatures(batch)
         stored = self.index.best_matches(sigs)
         keys = self._shared_band_keys(sigs)
         verdicts: list[Verdict] = []
@@ -120,13 +147,16 @@ class NearDedup(Stage):
         """Adds accepted examples to the index; examples already stored (same id and content) are skipped."""
         fresh = [ex for ex in accepted if entry_key(ex) not in self.index]
         if fresh:
-            sigs = self.hasher.signatures(texts_of(fresh, self.fields))
+            sigs = self._signatures(fresh)
             self.index.add([entry_key(ex) for ex in fresh], sigs, [example_time(ex, self.clock) for ex in fresh])
 
-    def remove(self, ex_id: str) -> bool:
+    def remove(self, ex_id: str) -> int:
         """Forgets every stored example with this id (an operator's request)."""
         keys = [k for k in list(self.index.row_of) if id_of_entry(k) == ex_id]
-        return any([self.index.remove(k) for k in keys])
+        return sum(self.index.remove(k) for k in keys)
+
+    def size(self) -> int:
+        return len(self.index)
 
     def expire(self, before: float) -> int:
         return self.index.expire(before)

@@ -1,7 +1,7 @@
 """Semantic duplicates: embedding cosine similarity against every accepted example.
 
 The encoder stage (``models/``) leaves an L2-normalized float32 embedding in
-``ex.features["embedding"]``; this stage reads it, so inner product is cosine. The
+``ex.features.embedding``; this stage reads it, so inner product is cosine. The
 FAISS index is chosen by size: exact ``IndexFlatIP`` while the store is small,
 ``IndexHNSWFlat`` (no training, incremental adds) once it holds more than
 ``flat_max`` vectors, and ``IndexIVFFlat`` (k-means lists trained once on a sample
@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -27,11 +28,12 @@ import numpy as np
 import orjson
 
 from quality.dedup.exact import entry_key, id_of_entry
-from quality.dedup.near import example_time
+from quality.dedup.tombstones import TombstoneRows
 from quality.reasons import Reason
 from quality.records import Example
-from quality.stage import Stage, Verdict
-from quality.dedup.tombstones import TombstoneRows
+from quality.registry import register
+from quality.stage import StatefulStage, Verdict
+from quality.state import example_time
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +200,30 @@ class VectorIndex(TombstoneRows):
         self.row_of = {i: r for r, i in enumerate(self.ids) if self.alive[r]}
 
 
-class SemanticDedup(Stage):
+@dataclass(frozen=True)
+class SemanticDedupSettings:
+    """Embedding near-duplicates (``[pipeline.semantic_dedup]``): exact flat search up to
+    ``flat_max`` stored vectors, HNSW up to ``ivf_min``, then IVF (see docs/dedup.md)."""
+
+    enabled: bool = True
+    threshold: float = 0.95  # cosine similarity from which an example is a semantic duplicate
+    flat_max: int = 50_000  # stored vectors searched exactly (flat inner product)
+    hnsw_m: int = 32
+    ef_search: int = 64
+    ivf_min: int = 200_000  # from this many stored vectors the index is IVF; 0 = stay HNSW
+    ivf_nlist: int = 4096  # IVF lists, trained once at the switch: size it for the store's final size
+    ivf_nprobe: int = 16  # IVF lists searched per query (recall against speed)
+
+
+def _build(s: SemanticDedupSettings, _earlier) -> "SemanticDedup | None":
+    if not s.enabled:
+        return None
+    return SemanticDedup(threshold=s.threshold, flat_max=s.flat_max, hnsw_m=s.hnsw_m, ef_search=s.ef_search,
+                         ivf_min=s.ivf_min, ivf_nlist=s.ivf_nlist, ivf_nprobe=s.ivf_nprobe)
+
+
+@register(rank=130, section="semantic_dedup", settings=SemanticDedupSettings, build=_build)
+class SemanticDedup(StatefulStage):
     """Rejects examples whose embedding has cosine >= ``threshold`` with an accepted one.
 
     Args:
@@ -212,6 +237,7 @@ class SemanticDedup(Stage):
 
     name = "semantic_dedup"
     reasons = frozenset({Reason.DUPLICATE_SEMANTIC})
+    needs = frozenset({"embedding"})
 
     def __init__(self, *, threshold: float = 0.95, flat_max: int = 50_000, hnsw_m: int = 32, ef_search: int = 64,
                  ivf_min: int = 200_000, ivf_nlist: int = 4096, ivf_nprobe: int = 16,
@@ -243,10 +269,10 @@ class SemanticDedup(Stage):
 
     def check_batch(self, batch: Sequence[Example]) -> list[Verdict]:
         verdicts: list[Verdict] = [Verdict() for _ in batch]
-        pos = [i for i, ex in enumerate(batch) if ex.features.get("embedding") is not None]
+        pos = [i for i, ex in enumerate(batch) if ex.features.embedding is not None]
         if not pos:
             return verdicts
-        emb = np.stack([np.asarray(batch[i].features["embedding"], dtype=np.float32).ravel() for i in pos])
+        emb = np.stack([np.asarray(batch[i].features.embedding, dtype=np.float32).ravel() for i in pos])
         index = self._index(emb.shape[1])
         sims, rows = index.search(emb)
         within = emb @ emb.T
@@ -272,10 +298,10 @@ class SemanticDedup(Stage):
 
     def commit(self, accepted: Sequence[Example]) -> None:
         """Adds the embeddings of accepted examples (computing missing ones with ``embed``)."""
-        have = [ex for ex in accepted if ex.features.get("embedding") is not None]
-        missing = [ex for ex in accepted if ex.features.get("embedding") is None
+        have = [ex for ex in accepted if ex.features.embedding is not None]
+        missing = [ex for ex in accepted if ex.features.embedding is None
                    and (self.index is None or entry_key(ex) not in self.index)]
-        vecs = [np.asarray(ex.features["embedding"], dtype=np.float32).ravel() for ex in have]
+        vecs = [np.asarray(ex.features.embedding, dtype=np.float32).ravel() for ex in have]
         if missing and self.embed_examples is not None:  # the model stage's own embedding of an example
             vecs += list(np.asarray(self.embed_examples(list(missing)), dtype=np.float32))
             have += missing
@@ -286,12 +312,15 @@ class SemanticDedup(Stage):
             self._index(len(vecs[0])).add([entry_key(ex) for ex in have], np.stack(vecs),
                                           [example_time(ex, self.clock) for ex in have])
 
-    def remove(self, ex_id: str) -> bool:
+    def remove(self, ex_id: str) -> int:
         """Forgets every stored example with this id (an operator's request)."""
         if self.index is None:
-            return False
+            return 0
         keys = [k for k in list(self.index.row_of) if id_of_entry(k) == ex_id]
-        return any([self.index.remove(k) for k in keys])
+        return sum(self.index.remove(k) for k in keys)
+
+    def size(self) -> int:
+        return len(self.index) if self.index is not None else 0
 
     def expire(self, before: float) -> int:
         return self.index.expire(before) if self.index is not None else 0

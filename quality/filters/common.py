@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from quality.records import Example
+
+
+@dataclass(frozen=True)
+class FilterSettings:
+    """Bounds of the heuristic filters (``[pipeline.filters]``, shared by the stages of ``quality/filters/``)."""
+
+    min_response_chars: int = 1
+    min_total_words: int = 3
+    max_total_chars: int = 60_000
+    repetition_min_words: int = 100  # n-gram repetition rules apply from this many words
+    refusal_apply_to_pairs: bool = False
 
 WORD = re.compile(r"\w+", re.UNICODE)
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from quality.filters.common import judged_responses
 from quality.reasons import Reason
 from quality.records import Example
+from quality.registry import register
 from quality.stage import KEEP, Stage, Verdict
 
 
+@register(rank=20)
 class EmptyFilter(Stage):
     """Rejects examples whose prompt or response is empty after normalization."""
 

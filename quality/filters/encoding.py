@@ -6,11 +6,13 @@ import re
 
 from quality.reasons import Reason
 from quality.records import Example
+from quality.registry import register
 from quality.stage import KEEP, Stage, Verdict
 
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
+@register(rank=40)
 class EncodingFilter(Stage):
     """Rejects text with control characters, U+FFFD or mojibake (ftfy's badness check)."""
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from quality.filters.common import WORD, judged_responses, positive
+from quality.filters.common import WORD, FilterSettings, judged_responses, positive
 from quality.reasons import Reason
 from quality.records import Example
+from quality.registry import register
 from quality.stage import KEEP, Stage, Verdict
 
 
+@register(rank=30, section="filters", settings=FilterSettings,
+          build=lambda s, _: LengthFilter(min_response_chars=s.min_response_chars,
+                                          min_total_words=s.min_total_words, max_total_chars=s.max_total_chars))
 class LengthFilter(Stage):
     """Rejects responses that are too short and examples that are too long.
 
@@ -29,7 +33,8 @@ class LengthFilter(Stage):
         positive("min_total_words", min_total_words, allow_zero=True)
         positive("max_total_chars", max_total_chars)
         if max_total_chars <= min_response_chars:
-            raise ValueError(f"max_total_chars ({max_total_chars}) must exceed min_response_chars ({min_response_chars})")
+            raise ValueError(f"max_total_chars ({max_total_chars}) must exceed "
+                             f"min_response_chars ({min_response_chars})")
         self.min_response_chars = min_response_chars
         self.min_total_words = min_total_words
         self.max_total_chars = max_total_chars

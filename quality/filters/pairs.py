@@ -1,4 +1,4 @@
-"""Preference-pair checks: structure early (cheap), reward margin late (after the model stage).
+"""Preference-pair structure: the cheap checks of a pair, before any model runs.
 
 :class:`PairStructureFilter` runs with the heuristics and needs no model:
 
@@ -15,21 +15,18 @@ It also records ``length_bias``, the log ratio of chosen to rejected length in
 characters: positive when the chosen side is longer. Reward models and human raters
 both favour longer answers, so a curator can look at the pairs that win on length.
 
-:class:`PairMarginCheck` runs after the model stage and rejects pairs whose reward
-margin (chosen minus rejected, written by the model stage into
-``ex.features["reward_margin"]``) is below ``min_margin``: ``pair_low_margin``.
+The reward margin check (``pair_low_margin``) needs the model's scores and decides
+late: :class:`quality.scoring.margin.PairMarginCheck`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
 
 from quality.reasons import Reason
 from quality.records import Example
+from quality.registry import register
 from quality.stage import KEEP, Stage, Verdict
-
-MARGIN_FEATURE = "reward_margin"
 
 
 def _folded(text: str) -> str:
@@ -41,6 +38,7 @@ def length_bias(ex: Example) -> float:
     return math.log((len(ex.response_text) + 1) / (len(ex.rejected_text) + 1))
 
 
+@register(rank=70)
 class PairStructureFilter(Stage):
     """Rejects preference pairs that cannot teach a preference; SFT examples pass untouched."""
 
@@ -62,36 +60,3 @@ class PairStructureFilter(Stage):
             if ours != theirs:
                 return Verdict(Reason.PAIR_PROMPT_MISMATCH, scores)
         return Verdict(None, scores)
-
-
-class PairMarginCheck(Stage):
-    """Rejects pairs whose reward margin is below ``min_margin`` (``pair_low_margin``).
-
-    Pairs without a margin (no reward model ran, or the example is SFT) pass.
-
-    Args:
-        min_margin: the smallest acceptable ``reward_chosen - reward_rejected``. With the
-            default Bradley–Terry head, ``sigmoid(margin)`` is the modelled probability
-            that chosen is preferred; its default (-0.5 in ``ScoringSettings``) drops the
-            ~2% of valid human-labelled dev pairs that the head finds most inverted.
-    """
-
-    name = "pair_margin"
-    reasons = frozenset({Reason.PAIR_LOW_MARGIN})
-
-    def __init__(self, *, min_margin: float = -0.5) -> None:
-        super().__init__()
-        if not math.isfinite(min_margin):
-            raise ValueError(f"min_margin must be a finite number, got {min_margin!r}")
-        self.min_margin = float(min_margin)
-
-    def check(self, ex: Example) -> Verdict:
-        margin = ex.features.get(MARGIN_FEATURE)
-        if ex.kind != "preference" or margin is None:
-            return KEEP
-        if float(margin) < self.min_margin:
-            return Verdict(Reason.PAIR_LOW_MARGIN, detail=f"margin {float(margin):.3f} < {self.min_margin}")
-        return KEEP
-
-    def version(self) -> Mapping[str, Any]:
-        return {"min_margin": self.min_margin}

@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from quality.features import Features
 from quality.reasons import Reason
 from quality.records import Example, Message
+from quality.registry import register
 from quality.stage import KEEP, Stage, Verdict
 
 POLICIES = ("redact", "reject")
@@ -84,7 +87,8 @@ DETECTORS: list[tuple[str, str, re.Pattern, Any]] = [
     ("email", "[EMAIL]", re.compile(
         r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
         r"[A-Za-z]{2,24}(?![\w-])"), None),
-    ("credit_card", "[CREDIT_CARD]", re.compile(r"(?<![\d-])(?<!\d[.,])\d(?:[ -]?\d){12,18}(?![\d-])(?![.,]\d)"), _card_ok),
+    ("credit_card", "[CREDIT_CARD]",
+     re.compile(r"(?<![\d-])(?<!\d[.,])\d(?:[ -]?\d){12,18}(?![\d-])(?![.,]\d)"), _card_ok),
     ("ip_address", "[IP_ADDRESS]", re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]*\d)"), _ipv4_ok),
     ("ip_address", "[IP_ADDRESS]", re.compile(
         r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}(?![\w:])"
@@ -118,6 +122,17 @@ def redact(text: str, kinds: Sequence[str] = KINDS) -> tuple[str, dict[str, int]
     return text, counts
 
 
+@dataclass(frozen=True)
+class PiiSettings:
+    """PII redaction (``[pipeline.pii]``): ``policy`` is ``redact`` or ``reject``."""
+
+    enabled: bool = True
+    policy: str = "redact"
+    kinds: tuple[str, ...] = ("email", "phone", "ip_address", "credit_card", "secret")
+
+
+@register(rank=10, section="pii", settings=PiiSettings,
+          build=lambda s, _: PiiRedactor(policy=s.policy, kinds=s.kinds) if s.enabled else None)
 class PiiRedactor(Stage):
     """Redacts (or, with ``policy="reject"``, rejects) personal data and secrets.
 
@@ -163,7 +178,7 @@ class PiiRedactor(Stage):
         if self.policy == "reject":
             return Verdict(Reason.PII, scores, detail=",".join(sorted(counts)))
         replacement = dataclasses.replace(ex, messages=messages, chosen=chosen, rejected=rejected,
-                                          rejected_prompt=rejected_prompt)
+                                          rejected_prompt=rejected_prompt, features=Features())
         return Verdict(None, scores, detail="redacted " + ",".join(sorted(counts)), replacement=replacement)
 
     def version(self) -> Mapping[str, Any]:

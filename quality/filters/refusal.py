@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-from quality.filters.common import positive
+from quality.filters.common import FilterSettings, positive
 from quality.reasons import Reason
 from quality.records import Example
+from quality.registry import register
 from quality.stage import KEEP, Stage, Verdict
 
 # Disclaimers that mark a canned answer wherever they appear.
@@ -31,6 +32,8 @@ _REFUSAL_OPENINGS = [
 ]
 
 
+@register(rank=60, section="filters", settings=FilterSettings,
+          build=lambda s, _: RefusalFilter(apply_to_pairs=s.refusal_apply_to_pairs))
 class RefusalFilter(Stage):
     """Rejects canned refusals and AI disclaimers in the trained-on response.
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Mapping
 
-from quality.filters.common import WORD, fraction, judged_responses
+from quality.filters.common import WORD, FilterSettings, fraction, judged_responses
 from quality.reasons import Reason
 from quality.records import Example
+from quality.registry import register
 from quality.stage import KEEP, Stage, Verdict
 
 
@@ -53,6 +54,8 @@ def _dup_ngram_char_frac(words: list[str], n: int) -> float:
     return sum(len(w) for w, c in zip(words, covered) if c) / total
 
 
+@register(rank=50, section="filters", settings=FilterSettings,
+          build=lambda s, _: RepetitionFilter(min_words=s.repetition_min_words))
 class RepetitionFilter(Stage):
     """Gopher-style repetition rules (Rae et al. 2021, as in datatrove's GopherRepetitionFilter).
 

@@ -193,7 +193,3 @@ class ThresholdPolicy:
             out["per_source"] = {k: v.version() for k, v in sorted(self.per_source.items())}
         return out
 
-
-def policies_of(stages: Iterable[Any]) -> list[ThresholdPolicy]:
-    """The threshold policies of a pipeline's stages (the model stage has one), in stage order."""
-    return [s.policy for s in stages if isinstance(getattr(s, "policy", None), ThresholdPolicy)]

@@ -124,7 +124,8 @@ def _cut_via_topic(args: argparse.Namespace, settings: Any) -> int:
             for records in watcher.poll(timeout_ms=500).values():
                 for rec in records:
                     manifest = json.loads(rec.value)
-                    if manifest.get("trigger") == "request" and manifest.get("closed_at_unix", 0) >= msg["requested_at"]:
+                    closed_at = manifest.get("closed_at_unix", 0)
+                    if manifest.get("trigger") == "request" and closed_at >= msg["requested_at"]:
                         print(json.dumps({"announced": manifest["batch_id"],
                                           "examples": manifest["counts"]["examples"]}))
                         return 0

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from streams.cmd_batches import CurateBatches, add_curate_options
+from streams.cli.batches import CurateBatches, add_curate_options
 
 HELP = """\
 Reads JSONL files (also .jsonl.gz), one example per line in any supported format
@@ -43,8 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from quality.build import build_pipeline
     from quality.filemode import curate
+    from streams.assemble import build_pipeline
     from streams.config import load_settings
 
     if args.batch_size <= 0:

@@ -1,6 +1,6 @@
 """The ``sieve`` command line.
 
-Each subcommand lives in its own ``streams/cmd_*.py`` module exposing
+Each subcommand lives in its own module of ``streams/cli/`` exposing
 ``register(subparsers)``; this file only lists them, so commands stay small and
 independent.
 """
@@ -15,14 +15,14 @@ import sys
 
 # (module, command) in the order --help lists them
 COMMANDS = [
-    "streams.cmd_curate",
-    "streams.cmd_score",
-    "streams.cmd_train",
-    "streams.cmd_config",
-    "streams.cmd_run",
-    "streams.cmd_demo",
-    "streams.cmd_batcher",
-    "streams.cmd_batches",
+    "streams.cli.curate",
+    "streams.cli.score",
+    "streams.cli.train",
+    "streams.cli.config",
+    "streams.cli.run",
+    "streams.cli.demo",
+    "streams.cli.batcher",
+    "streams.cli.batches",
 ]
 
 EPILOG = """\

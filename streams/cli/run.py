@@ -58,13 +58,13 @@ def run(args: argparse.Namespace) -> int:
     from prometheus_client import REGISTRY
     from tqdm import tqdm
 
-    from quality.build import build_pipeline
-    from streams.agents import StreamWorker, register_agent
     from streams.app import build_app
+    from streams.assemble import build_pipeline
     from streams.config import load_settings
     from streams.metrics import SieveMetrics, serve
-    from streams.recovery import recover, snapshot_dir
+    from streams.recovery import recover
     from streams.topics import ensure_topics, quiet_client_logs
+    from streams.worker import StreamWorker, register_agent
 
     quiet_client_logs()
     overrides = {k: v for k, v in {"kafka.brokers": args.brokers, "kafka.group_id": args.group_id,
@@ -103,10 +103,8 @@ def run(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="sieve-faust-") as datadir:
         app, raw_topic = build_app(settings, datadir=datadir)
-        worker = StreamWorker(settings, pipeline, metrics, skip=result.skip,
-                              highwater=lambda topic, partition: app.consumer.highwater(TP(topic, partition)),
-                              output_end=result.output_end, decided_end=result.decided_end,
-                              snapshot_dir=snapshot_dir(settings.state_dir, kafka))
+        worker = StreamWorker(settings, pipeline, metrics, result,
+                              highwater=lambda topic, partition: app.consumer.highwater(TP(topic, partition)))
         state["worker"] = worker
         register_agent(app, raw_topic, worker)
         log.info("consuming %s as group %s on %s (batch_max=%d, within=%.2fs)", kafka.raw_topic,

@@ -37,11 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import orjson
     from tqdm import tqdm
 
-    from quality.build import build_pipeline
-    from quality.filemode import Summary, batched, read_records
+    from quality.filemode import annotate
+    from streams.assemble import build_pipeline
     from streams.config import load_settings
 
     if args.batch_size <= 0:
@@ -51,23 +50,9 @@ def run(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"input file not found: {path}")
     settings = load_settings(args.config)
     pipeline = build_pipeline(settings.pipeline, score_mode=True)
-    versions = pipeline.versions()
-    summary = Summary()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    import time
-
-    t0 = time.perf_counter()
-    with open(args.out, "wb") as fh, tqdm(unit="ex", desc="score", disable=args.no_progress or None,
-                                          file=sys.stderr) as bar:
-        for batch in batched(read_records(args.inputs, summary.other), args.batch_size):
-            for d in pipeline.process(batch):
-                fh.write(orjson.dumps(d.envelope(versions), option=orjson.OPT_APPEND_NEWLINE
-                                      | orjson.OPT_SERIALIZE_NUMPY))
-                summary.add(d)
-            bar.update(len(batch))
-    result = summary.to_dict(pipeline, time.perf_counter() - t0)
-    summary_path = args.out.with_name(args.out.name + ".summary.json")
-    summary_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+    with tqdm(unit="ex", desc="score", disable=args.no_progress or None, file=sys.stderr) as bar:
+        result, summary_path = annotate(pipeline, args.inputs, args.out, batch_size=args.batch_size,
+                                        progress=bar.update)
     print(json.dumps({"out": str(args.out), "summary": str(summary_path), "total": result["total"],
                       "decisions": result["decisions"], "scores": result["scores"],
                       "examples_per_s": result["examples_per_s"]}))

@@ -1,8 +1,8 @@
 """The metrics catalog (docs/metrics.md), generated from the metrics classes themselves.
 
-``python -m streams.metrics_docs > docs/metrics.md`` instantiates
+``python -m streams.metrics.docs > docs/metrics.md`` instantiates
 :class:`streams.metrics.SieveMetrics` (``sieve run``) and
-:class:`streams.batch_metrics.BatchMetrics` (``sieve batcher``) on fresh registries
+:class:`streams.metrics.batcher.BatchMetrics` (``sieve batcher``) on fresh registries
 and prints one table row per series: name, type, labels, process and help text. A
 unit test compares docs/metrics.md with :func:`render`, so the page cannot drift
 from the code.
@@ -31,8 +31,8 @@ class MetricDoc:
 
 def catalog() -> list[MetricDoc]:
     """Every ``sieve_*`` family of the worker and the batcher, in definition order."""
-    from streams.batch_metrics import BatchMetrics
     from streams.metrics import SieveMetrics
+    from streams.metrics.batcher import BatchMetrics
 
     rows = []
     for process, cls in (("sieve run", SieveMetrics), ("sieve batcher", BatchMetrics)):
@@ -45,21 +45,16 @@ def catalog() -> list[MetricDoc]:
 
 
 def stage_names() -> list[str]:
-    """Values of the ``stage`` label: ``parse`` plus the name of every stage class Sieve ships.
+    """Values of the ``stage`` label: ``parse`` plus every stage of the registry Sieve ships.
 
-    Subclasses defined elsewhere (tests define some) are left out, so the page is the
+    Stages registered elsewhere (tests register some) are left out, so the page is the
     same whatever else the process imported.
     """
-    import quality.build  # noqa: F401 - imports every cheap stage module
-    from quality.stage import Stage
+    import streams.assemble  # noqa: F401 - the model stage registers too
+    from quality.registry import discover
     from streams.metrics import MODEL_STAGES
 
-    names, todo = set(), list(Stage.__subclasses__())
-    while todo:
-        cls = todo.pop()
-        todo += cls.__subclasses__()
-        if cls.__module__.startswith(("quality.", "models.")) and isinstance(getattr(cls, "name", None), str):
-            names.add(cls.name)
+    names = {e.name for e in discover().entries() if e.cls.__module__.startswith(("quality.", "models."))}
     return ["parse", *sorted(names | MODEL_STAGES)]
 
 
@@ -88,8 +83,8 @@ def label_values() -> list[tuple[str, str]]:
 INTRO = """\
 # Metrics
 
-Generated from the code by `python -m streams.metrics_docs > docs/metrics.md`
-(`streams/metrics.py` for `sieve run`, `streams/batch_metrics.py` for `sieve batcher`);
+Generated from the code by `python -m streams.metrics.docs > docs/metrics.md`
+(`streams/metrics/worker.py` for `sieve run`, `streams/metrics/batcher.py` for `sieve batcher`);
 `tests/unit/streams/test_metrics_catalog.py` fails when this page is stale.
 
 Both processes serve, on `metrics.host:metrics.port` (default `0.0.0.0:9108`):

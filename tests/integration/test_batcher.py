@@ -18,8 +18,6 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from batches.assembler import BatchAssembler, BatchSettings
-from quality.build import build_pipeline
-from quality.config import PipelineSettings, load
 from quality.filemode import read_records
 from streams.batcher import Batcher, batcher_group
 from streams.config import KafkaSettings, Settings
@@ -31,12 +29,6 @@ ROOT = Path(__file__).resolve().parents[2]
 RECV_TIMEOUT = 60.0
 #: Seconds a `sieve batches cut` subprocess may take (imports, connect, wait for the announcement).
 CLI_TIMEOUT = 120.0
-
-
-def cheap_pipeline():
-    """The pipeline without its model stages: batching does not depend on them (tests/models covers them)."""
-    return build_pipeline(load(PipelineSettings, env={},
-                               overrides={"scoring.enabled": False, "semantic_dedup.enabled": False}))
 
 
 def _trainer():
@@ -64,7 +56,7 @@ def env_for(s: Settings) -> dict[str, str]:
             "SIEVE_BATCHES__DIR": s.batches.dir}
 
 
-def real_envelopes() -> tuple[list[dict], list[dict]]:
+def real_envelopes(cheap_pipeline) -> tuple[list[dict], list[dict]]:
     """Accepted and rejected envelopes of the real test slice, as the worker would publish them."""
     pipeline = cheap_pipeline()
     decisions = pipeline.process(list(read_records([ROOT / "tests" / "data" / "mit_sample.jsonl"])))
@@ -279,7 +271,8 @@ class BatcherProcess:
 
 def test_end_to_end_raw_input_to_a_loadable_batch(kafka, tmp_path):
     """`sieve run` and `sieve batcher` as real processes: raw payloads in, announced batches a trainer loads."""
-    from stream_utils import Names, WorkerProcess, create_topics, produce as produce_raw, read_outputs
+    from stream_utils import Names, WorkerProcess, create_topics, read_outputs
+    from stream_utils import produce as produce_raw
 
     names = Names(f"sieve-it-{uuid.uuid4().hex}", f"sieve-it-group-{uuid.uuid4().hex}")
     env = {**names.env(kafka.bootstrap), "SIEVE_KAFKA__BATCHES_TOPIC": f"{names.base}.batches",

@@ -9,18 +9,10 @@ from pathlib import Path
 import pytest
 
 from batches.assembler import BatchAssembler
-from quality.build import build_pipeline
-from quality.config import PipelineSettings, load
 from quality.filemode import read_records
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PLOTS = ("scores", "lengths", "mix", "reasons", "duplicates")
-
-
-def cheap_pipeline():
-    """The pipeline without its model stages: batching does not depend on them (tests/models covers them)."""
-    return build_pipeline(load(PipelineSettings, env={},
-                               overrides={"scoring.enabled": False, "semantic_dedup.enabled": False}))
 
 
 class _Page(HTMLParser):
@@ -68,7 +60,7 @@ def _decode_image(data: bytes):
     return imread(io.BytesIO(data), format="png")
 
 
-def test_report_of_real_decisions_has_every_plot(tmp_path, mit_sample):
+def test_report_of_real_decisions_has_every_plot(cheap_pipeline, tmp_path, mit_sample):
     pipeline = cheap_pipeline()
     decisions = pipeline.process(list(read_records([mit_sample])))
     a = BatchAssembler(tmp_path / "b", max_examples=0, max_age_s=0)

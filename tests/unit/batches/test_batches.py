@@ -10,19 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from batches.manifest import split_of, verify_files
 from batches.assembler import BatchAssembler, StateLockedError, read_ledger
-from quality.build import build_pipeline
-from quality.config import PipelineSettings, load
+from batches.manifest import split_of, verify_files
 from quality.filemode import read_records
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-def cheap_pipeline():
-    """The pipeline without its model stages: batching does not depend on them (tests/models covers them)."""
-    return build_pipeline(load(PipelineSettings, env={},
-                               overrides={"scoring.enabled": False, "semantic_dedup.enabled": False}))
 
 
 class FakeClock:
@@ -347,7 +339,7 @@ def test_torn_last_line_is_dropped_and_appends_continue(tmp_path):
     assert sorted(shard_ids(c.close("request"))) == ["ex-0", "ex-1", "ex-2"]
 
 
-def test_real_decisions_from_file_mode(tmp_path, mit_sample):
+def test_real_decisions_from_file_mode(cheap_pipeline, tmp_path, mit_sample):
     pipeline = cheap_pipeline()
     decisions = pipeline.process(list(read_records([mit_sample])))
     a = make(tmp_path, max_examples=1000, max_age_s=0)

@@ -129,13 +129,13 @@ def test_a_reused_id_is_not_taken_for_a_replay(batch_size):
 
 
 def test_default_pipeline_keeps_pairs_that_differ_only_in_the_rejected_side():
+    import dataclasses
+
     import orjson
 
-    from quality.build import build_pipeline
     from quality.config import PipelineSettings
     from quality.records import RawRecord
-
-    import dataclasses
+    from streams.assemble import build_pipeline
 
     base = PipelineSettings()
     settings = dataclasses.replace(base, scoring=dataclasses.replace(base.scoring, enabled=False),

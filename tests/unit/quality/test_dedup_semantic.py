@@ -18,7 +18,7 @@ def unit(v):
 def ex(i, vec=None):
     e = Example(str(i), "sft", "alpaca", (Message("user", f"prompt {i}"), Message("assistant", "answer")))
     if vec is not None:
-        e.features["embedding"] = vec
+        e.features.embedding = vec
     return e
 
 

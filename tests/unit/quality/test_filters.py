@@ -1,3 +1,4 @@
+import orjson
 import pytest
 
 from quality.dedup.exact import ExactDedup
@@ -10,8 +11,6 @@ from quality.normalize import normalize_example
 from quality.reasons import Reason
 from quality.records import RawRecord, parse
 from quality.stage import Stage
-
-import orjson
 
 
 def ex(obj, i=0):

@@ -9,10 +9,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from batches.assembler import BatchAssembler
-from streams.batch_metrics import BatchMetrics
 from streams.batcher import Batcher
 from streams.cli import main
 from streams.config import Settings
+from streams.metrics.batcher import BatchMetrics
 
 
 @pytest.fixture(autouse=True)
