@@ -9,6 +9,7 @@ name                what                            written by                  
 ==================  ==============================  ===========================  ====================
 ``content_hash``    16-byte key of the folded text  ``exact_dedup``              exact, near, semantic
 ``minhash``         uint32 MinHash signature        ``near_dedup``               ``near_dedup``
+``minhash_key``     the MinHash settings it used    ``near_dedup``               ``near_dedup``
 ``embedding``       float32, L2-normalized          ``model_score``              ``semantic_dedup``
 ``quality``         quality head score (0..1)       ``model_score``              ``quality_gate``
 ``reward_margin``   reward chosen - rejected        ``model_score``              ``pair_margin``
@@ -38,6 +39,7 @@ class Features:
 
     content_hash: bytes | None = None
     minhash: np.ndarray | None = None
+    minhash_key: str | None = None  # num_perm, ngram, seed and fields of the signature: valid only for those
     embedding: np.ndarray | None = None
     quality: float | None = None
     reward_margin: float | None = None
@@ -55,6 +57,8 @@ class Features:
                 continue
             if name == "content_hash":
                 out[name] = value.hex()
+            elif isinstance(value, str):
+                out[name] = value
             elif name in _ARRAYS:
                 arr = np.ascontiguousarray(value, dtype=np.dtype(_ARRAYS[name]).newbyteorder("<")).ravel()
                 out[name] = base64.b64encode(arr.tobytes()).decode("ascii")
@@ -79,6 +83,8 @@ class Features:
             try:
                 if name == "content_hash":
                     value = bytes.fromhex(value)
+                elif name == "minhash_key":
+                    value = str(value)
                 elif name in _ARRAYS:
                     raw = base64.b64decode(value, validate=True)
                     value = np.frombuffer(raw, dtype=np.dtype(_ARRAYS[name]).newbyteorder("<")) \

@@ -62,7 +62,7 @@ class NearDedup(StatefulStage):
 
     name = "near_dedup"
     reasons = frozenset({Reason.DUPLICATE_NEAR})
-    provides = frozenset({"minhash"})
+    provides = frozenset({"minhash", "minhash_key"})
 
     def __init__(self, *, threshold: float = 0.8, num_perm: int = 128, ngram: int = 2,
                  fields: Sequence[str] = ("prompt", "response"), bands: int = 0, rows: int = 0,
@@ -82,13 +82,15 @@ class NearDedup(StatefulStage):
         self.hasher = MinHasher(num_perm=num_perm, ngram=ngram, seed=seed)
         self.index = LSHIndex(num_perm, bands, rows)
         self.clock = clock
+        # a signature made with other settings (another stage, another process) is not this one's
+        self.signature_key = f"num_perm={num_perm},ngram={ngram},seed={seed},fields={'+'.join(fields)}"
 
     def annotate(self, batch: Sequence[Example]) -> None:
         """The MinHash signature of each example lacking one (the stateless half of this stage)."""
-        todo = [ex for ex in batch if ex.features.minhash is None or len(ex.features.minhash) != self.hasher.num_perm]
+        todo = [ex for ex in batch if ex.features.minhash is None or ex.features.minhash_key != self.signature_key]
         if todo:
             for ex, sig in zip(todo, self.hasher.signatures(texts_of(todo, self.fields))):
-                ex.features.minhash = sig
+                ex.features.minhash, ex.features.minhash_key = sig, self.signature_key
 
     def _signatures(self, batch: Sequence[Example]) -> np.ndarray:
         self.annotate(batch)

@@ -29,7 +29,7 @@ prints the final table, and leaves the envelopes in --out as JSONL files:
 While it runs, the worker's Prometheus metrics are on the URL it prints.
 """
 
-SAMPLE = Path(__file__).resolve().parent / "demo_data" / "sample.jsonl"
+SAMPLE = Path(__file__).resolve().parents[1] / "demo_data" / "sample.jsonl"
 FILES = {"accepted": "accepted.jsonl", "rejected": "rejected.jsonl", "dead_letter": "dead_letter.jsonl"}
 #: Seconds the worker may take to stop after SIGTERM before it is killed.
 WORKER_STOP_TIMEOUT = 30.0

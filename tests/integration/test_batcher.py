@@ -56,9 +56,8 @@ def env_for(s: Settings) -> dict[str, str]:
             "SIEVE_BATCHES__DIR": s.batches.dir}
 
 
-def real_envelopes(cheap_pipeline) -> tuple[list[dict], list[dict]]:
+def real_envelopes(pipeline) -> tuple[list[dict], list[dict]]:
     """Accepted and rejected envelopes of the real test slice, as the worker would publish them."""
-    pipeline = cheap_pipeline()
     decisions = pipeline.process(list(read_records([ROOT / "tests" / "data" / "mit_sample.jsonl"])))
     versions = pipeline.versions()
     envs = [orjson.loads(orjson.dumps(d.envelope(versions), option=orjson.OPT_SERIALIZE_NUMPY)) for d in decisions]
@@ -144,10 +143,10 @@ def end_offset(bootstrap: str, topic: str) -> int:
         consumer.close()
 
 
-def test_batches_from_the_topic_load_verify_and_hold_each_id_once(kafka, tmp_path):
+def test_batches_from_the_topic_load_verify_and_hold_each_id_once(kafka, tmp_path, cheap_pipeline):
     base, group = f"sieve-it-{uuid.uuid4().hex}", f"sieve-it-group-{uuid.uuid4().hex}"
     s = settings_for(kafka.bootstrap, base, group, tmp_path / "batches", max_examples=20, max_age_s=0)
-    accepted, rejected = real_envelopes()
+    accepted, rejected = real_envelopes(cheap_pipeline())
     assert len(accepted) > 40
     first, rest = accepted[:30], accepted[30:]
 
@@ -194,10 +193,10 @@ def test_batches_from_the_topic_load_verify_and_hold_each_id_once(kafka, tmp_pat
         end_offset(kafka.bootstrap, s.kafka.accepted_topic)
 
 
-def test_a_batch_closed_offline_is_announced_on_start_and_a_trainer_follows(kafka, tmp_path):
+def test_a_batch_closed_offline_is_announced_on_start_and_a_trainer_follows(kafka, tmp_path, cheap_pipeline):
     base, group = f"sieve-it-{uuid.uuid4().hex}", f"sieve-it-group-{uuid.uuid4().hex}"
     s = settings_for(kafka.bootstrap, base, group, tmp_path / "batches", max_examples=0, max_age_s=0)
-    accepted, _ = real_envelopes()
+    accepted, _ = real_envelopes(cheap_pipeline())
     with BatchAssembler.from_settings(s.batches) as assembler:  # e.g. closed before a crash, never announced
         assembler.feed(accepted[:12])
     cut = subprocess.run([sys.executable, "-m", "streams.cli", "batches", "cut", "--dir", s.batches.dir],

@@ -120,9 +120,11 @@ def test_features_round_trip_exactly_through_json():
     rng = np.random.default_rng(0)
     emb = rng.normal(size=384).astype(np.float32)
     f = Features(content_hash=b"\x00\x01" * 8, minhash=rng.integers(0, 2**32, 128, dtype=np.uint64).astype(np.uint32),
-                 embedding=emb / np.linalg.norm(emb), quality=0.123456789, reward_margin=-1.5)
+                 minhash_key="num_perm=128,ngram=2", embedding=emb / np.linalg.norm(emb), quality=0.123456789,
+                 reward_margin=-1.5)
     back = Features.from_dict(orjson.loads(orjson.dumps(f.to_dict())))
     assert back.content_hash == f.content_hash and back.quality == f.quality and back.reward_margin == -1.5
+    assert back.minhash_key == f.minhash_key
     np.testing.assert_array_equal(back.minhash, f.minhash)
     np.testing.assert_array_equal(back.embedding, f.embedding)
     assert back.minhash.dtype == np.uint32 and back.embedding.dtype == np.float32
