@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from quality.batches import BatchAssembler  # noqa: E402
+from batches.assembler import BatchAssembler  # noqa: E402
 from quality.filemode import read_records  # noqa: E402
 from quality.records import Example, parse  # noqa: E402
 

@@ -30,13 +30,13 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from quality.decontam import Decontaminator  # noqa: E402
-from quality.dedup_exact import ExactDedup, ExactIndex  # noqa: E402
-from quality.dedup_near import NearDedup  # noqa: E402
-from quality.dedup_semantic import VectorIndex  # noqa: E402
-from quality.minhash import LSHIndex, MinHasher, choose_bands, texts_of  # noqa: E402
+from quality.decont.ngram import Decontaminator  # noqa: E402
+from quality.dedup.exact import ExactDedup, ExactIndex  # noqa: E402
+from quality.dedup.minhash import LSHIndex, MinHasher, choose_bands, texts_of  # noqa: E402
+from quality.dedup.near import NearDedup  # noqa: E402
+from quality.dedup.semantic import VectorIndex  # noqa: E402
+from quality.filters.pii import PiiRedactor  # noqa: E402
 from quality.normalize import normalize_example  # noqa: E402
-from quality.pii import PiiRedactor  # noqa: E402
 from quality.records import Example, RawRecord, parse  # noqa: E402
 
 BATCH = 256
@@ -83,7 +83,7 @@ def bench_signatures(examples: list[Example]) -> list[str]:
     return ["## MinHash signatures (128 permutations, word 5-grams, one core)", "",
             "| implementation | docs/s | ratio |", "|---|---:|---:|",
             f"| datasketch `MinHash.update_batch` (baseline) | {base:,.0f} | 1.0 |",
-            f"| numpy, batched (`quality/minhash.py`) | {ours:,.0f} | {ours / base:.1f} |", ""]
+            f"| numpy, batched (`quality/dedup/minhash.py`) | {ours:,.0f} | {ours / base:.1f} |", ""]
 
 
 def rss_mib() -> float:

@@ -146,8 +146,8 @@ def bench_reward(device: str, settings: list[tuple[int, int]], n: int, reps: int
 
 def bench_stream(device: str, batch: int, reps: int) -> list[str]:
     """Pipeline.process with the model stage vs the model's own batch throughput, same texts."""
-    from models.heads import features, load_head
     from models import DEFAULT_HEAD_DIR
+    from models.heads import features, load_head
     from models.stage import ModelScoreStage, shared_encoder
     from quality.pipeline import Pipeline
     from quality.records import RawRecord
@@ -157,7 +157,8 @@ def bench_stream(device: str, batch: int, reps: int) -> list[str]:
     rng = np.random.default_rng(3)
     lens = rng.integers(20, 200, size=batch)
     prompts = texts_of(enc.tokenizer, batch, 30, seed=4)
-    responses = [t for t in (" ".join(x.split()[:k]) for x, k in zip(texts_of(enc.tokenizer, batch, 200, seed=5), lens))]
+    texts = texts_of(enc.tokenizer, batch, 200, seed=5)
+    responses = [t for t in (" ".join(x.split()[:k]) for x, k in zip(texts, lens))]
     raws = [RawRecord(orjson.dumps({"id": f"b{i}", "instruction": p, "output": o}), {"file": "bench", "line": i})
             for i, (p, o) in enumerate(zip(prompts, responses))]
     pipe = Pipeline([ModelScoreStage(enc, quality_head=q, reward_head=r)])

@@ -36,11 +36,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
-from quality.build import build_pipeline  # noqa: E402
+from stream_utils import Names, WorkerProcess, create_topics, output_count, produce  # noqa: E402
+
 from quality.config import PipelineSettings, load  # noqa: E402
 from quality.filemode import curate  # noqa: E402
+from streams.assemble import build_pipeline  # noqa: E402
 from streams.local_kafka import LocalKafka  # noqa: E402
-from stream_utils import Names, WorkerProcess, create_topics, output_count, produce  # noqa: E402
 
 CHEAP = {"scoring.enabled": False, "semantic_dedup.enabled": False}
 CHEAP_ENV = {"SIEVE_PIPELINE__SCORING__ENABLED": "false", "SIEVE_PIPELINE__SEMANTIC_DEDUP__ENABLED": "false"}

@@ -32,11 +32,11 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from quality.decontam import Decontaminator, load_benchmarks  # noqa: E402
-from quality.dedup_exact import ExactDedup  # noqa: E402
-from quality.dedup_near import NearDedup  # noqa: E402
-from quality.dedup_semantic import SemanticDedup  # noqa: E402
-from quality.minhash import MinHasher, jaccard  # noqa: E402
+from quality.decont.ngram import Decontaminator, load_benchmarks  # noqa: E402
+from quality.dedup.exact import ExactDedup  # noqa: E402
+from quality.dedup.minhash import MinHasher, jaccard  # noqa: E402
+from quality.dedup.near import NearDedup  # noqa: E402
+from quality.dedup.semantic import SemanticDedup  # noqa: E402
 from quality.normalize import normalize_example  # noqa: E402
 from quality.records import Example, RawRecord, parse  # noqa: E402
 
@@ -144,7 +144,7 @@ def greedy_semantic(examples: list[Example], emb: np.ndarray, threshold: float) 
     for i in range(0, len(examples), 256):
         batch = examples[i:i + 256]
         for ex, e in zip(batch, emb[i:i + 256]):
-            ex.features["embedding"] = e
+            ex.features.embedding = e
         verdicts = stage(batch)
         stage.commit([ex for ex, v in zip(batch, verdicts) if v.keep])
         removed += [not v.keep for v in verdicts]

@@ -41,10 +41,10 @@ from models.encoder import Encoder  # noqa: E402
 from models.heads import TrainConfig, features, load_head  # noqa: E402
 from models.metrics import auroc, precision_at_rate  # noqa: E402
 from models.train import train_quality, train_reward  # noqa: E402
-from quality.config import ScoringSettings  # noqa: E402
-from quality.pairs import PairStructureFilter  # noqa: E402
+from quality.filters.pairs import PairStructureFilter  # noqa: E402
 from quality.pipeline import Pipeline  # noqa: E402
 from quality.records import RawRecord  # noqa: E402
+from quality.scoring.gate import ScoringSettings  # noqa: E402
 
 SEEDS = (0, 1, 2)
 KEEP_RATE = 0.8
@@ -90,7 +90,8 @@ def quality_section(enc: Encoder, data: Path, cache: Path) -> tuple[list[str], d
     lines += ["", f"- Same head against the stricter `in_alpagasus_helpfulness_t45` label (base rate "
               f"{helpful.mean():.3f}), in-sample: AUROC {auroc(helpful, scores):.3f}.",
               f"- Off-topic answers: with each example's prompt paired with another example's response, the "
-              f"held-out head ranks the true response higher in {_ms([r['cv_own_response_beats_mismatched'] for r in runs])} "
+              "held-out head ranks the true response higher in "
+              f"{_ms([r['cv_own_response_beats_mismatched'] for r in runs])} "
               "of rows.",
               f"- Default threshold {shipped.meta['default_threshold']}: keeps {kept.mean():.3f} of these rows; "
               f"positive rate {y[kept].mean():.3f} among kept, {y[~kept].mean():.3f} among rejected.", ""]
@@ -144,7 +145,8 @@ def structure_section(data: Path) -> tuple[list[str], dict]:
              "full transcripts); the dev files keep only the chosen side's prompt and the label file has the "
              "other, so it is run twice: on the files as they are, and with the label's `rejected_prompt` merged "
              "into the record.", "",
-             "| input | identical caught | prompt mismatch caught | all invalid caught | valid pairs flagged | ties flagged |",
+             "| input | identical caught | prompt mismatch caught | all invalid caught | valid pairs flagged "
+             "| ties flagged |",
              "|---|---:|---:|---:|---:|---:|"]
     out: dict = {}
     for name, raws in (("files as they are", raws_as_is), ("with rejected_prompt", raws_merged)):
@@ -159,7 +161,8 @@ def structure_section(data: Path) -> tuple[list[str], dict]:
 
         invalid = (kinds_a == "identical") | (kinds_a == "prompt_mismatch")
         lines.append(f"| {name} | {frac(kinds_a == 'identical', right)} | {frac(kinds_a == 'prompt_mismatch', right)} "
-                     f"| {frac(invalid, right)} | {frac(kinds_a == 'valid', flagged)} | {frac(kinds_a == 'tie', flagged)} |")
+                     f"| {frac(invalid, right)} | {frac(kinds_a == 'valid', flagged)} "
+                     f"| {frac(kinds_a == 'tie', flagged)} |")
         out[name] = float(right[invalid].mean())
     empty = [d for d, k in zip(decisions, kinds) if k == "valid" and d.reasons == ["pair_empty_side"]]
     lines += ["", f"The valid pairs flagged are {len(empty)} pairs with one empty side (`pair_empty_side`; in the "

@@ -1,4 +1,4 @@
-"""The model stage of the pipeline: one encoder pass, the quality and reward heads, the threshold.
+"""The model stage of the pipeline: one encoder pass, the quality and reward heads.
 
 :class:`ModelScoreStage` takes the batch the pipeline hands it, runs the encoder once
 over every (prompt, response) it needs (SFT: the response; pairs: chosen and
@@ -8,19 +8,22 @@ the features of that one pass. It writes:
 * scores ``quality`` (probability-like, 0..1) and, with a reward head, ``reward`` for
   SFT; for pairs ``quality`` (of the chosen side), ``reward_chosen``,
   ``reward_rejected`` and ``reward_margin``;
-* ``ex.features["embedding"]``: the L2-normalized float32 embedding of
-  ``prompt + "\\n\\n" + response`` (chosen side for pairs), which the semantic-dedup
-  stage reads; :func:`embedding_text` gives that text for examples encoded elsewhere;
-* ``ex.features["reward_margin"]`` for the pair margin check that runs later.
+* typed features for the stages after it: ``embedding`` (the L2-normalized float32
+  embedding of ``prompt + "\\n\\n" + response``, chosen side for pairs, which semantic
+  dedup reads; :func:`embedding_text` gives that text), ``quality`` (for the quality
+  gate) and ``reward_margin`` (for the pair margin check).
 
-``low_quality`` rejections go through the :class:`~quality.thresholds.ThresholdPolicy`,
-in input order (so file mode and the stream agree). Pairs are scored but not gated on
-quality unless ``apply_quality_to_pairs``: their gate is the reward margin.
+It judges nothing: the thresholds and quotas on its scores are the quality gate's
+(``quality/scoring/gate.py``), a decide-phase stage that needs no model. Importing this
+module registers the stage in :data:`quality.registry.REGISTRY` (section
+``pipeline.scoring``, between near dedup and the quality gate).
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
+import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -29,13 +32,12 @@ import numpy as np
 from models import DEFAULT_HEAD_DIR
 from models.encoder import Encoder
 from models.heads import Head, features, load_head
-from quality.pairs import MARGIN_FEATURE
-from quality.reasons import Reason
 from quality.records import Example
+from quality.registry import register
+from quality.scoring.gate import ScoringSettings
 from quality.stage import Stage, Verdict
-from quality.thresholds import FixedThreshold, ThresholdPolicy, parse_per_source, parse_policy
 
-EMBEDDING_FEATURE = "embedding"
+log = logging.getLogger(__name__)
 
 
 def embedding_text(ex: Example) -> str:
@@ -54,24 +56,34 @@ def _r(x: float) -> float:
     return round(float(x), 6)
 
 
+def _build(s: ScoringSettings, _earlier) -> "ModelScoreStage | None":
+    """The stage when scoring is enabled and torch is installed; without the ``models``
+    extra, scoring is skipped with a warning."""
+    if not s.enabled:
+        return None
+    missing = [m for m in ("torch", "sentence_transformers") if importlib.util.find_spec(m) is None]
+    if missing:
+        log.warning("model scoring disabled: %s not installed (pip install 'sieve[models]')", ", ".join(missing))
+        return None
+    return ModelScoreStage.from_settings(s)
+
+
+@register(rank=110, section="scoring", settings=ScoringSettings, build=_build)
 class ModelScoreStage(Stage):
-    """Encoder + heads + threshold policy; rejects with ``low_quality``.
+    """Encodes each example once and scores it with the quality and reward heads (GPU when there is one).
 
     Args:
         encoder: the sentence encoder (one pass per side of each example).
-        quality_head: the quality classifier; None scores no quality and rejects nothing.
+        quality_head: the quality classifier; None scores no quality.
         reward_head: the Bradley–Terry head on the same features; None = no reward head.
         reward_model: an :class:`~models.reward_hf.HFRewardModel` that replaces the reward head.
-        policy: threshold or quota on ``quality``; default: the head's calibrated threshold.
-        apply_quality_to_pairs: also reject pairs whose chosen side scores low.
     """
 
     name = "model_score"
-    reasons = frozenset({Reason.LOW_QUALITY})
+    provides = frozenset({"embedding", "quality", "reward_margin"})
 
     def __init__(self, encoder: Encoder, *, quality_head: Head | None = None, reward_head: Head | None = None,
-                 reward_model: Any = None, policy: ThresholdPolicy | None = None,
-                 apply_quality_to_pairs: bool = False) -> None:
+                 reward_model: Any = None) -> None:
         super().__init__()
         for label, head, kind in (("quality_head", quality_head, "quality"), ("reward_head", reward_head, "reward")):
             if head is not None and head.kind != kind:
@@ -80,15 +92,10 @@ class ModelScoreStage(Stage):
         self.quality_head = quality_head
         self.reward_head = reward_head
         self.reward_model = reward_model
-        if policy is None:
-            threshold = float(quality_head.meta.get("default_threshold", 0.0)) if quality_head else 0.0
-            policy = ThresholdPolicy(FixedThreshold(threshold))
-        self.policy = policy
-        self.apply_quality_to_pairs = apply_quality_to_pairs
 
     @classmethod
-    def from_settings(cls, s: Any) -> "ModelScoreStage":
-        """Builds the stage from :class:`quality.config.ScoringSettings`."""
+    def from_settings(cls, s: ScoringSettings) -> "ModelScoreStage":
+        """Builds the stage from :class:`quality.scoring.gate.ScoringSettings`."""
         head_dir = Path(s.head_dir) if s.head_dir else DEFAULT_HEAD_DIR
         quality_head = load_head(head_dir, "quality")
         reward_head = None
@@ -106,18 +113,16 @@ class ModelScoreStage(Stage):
             raise ValueError(f"the quality head in {head_dir} was trained on encoder {expected!r}, but "
                              f"scoring.model is {encoder.version()['encoder']!r}; train a head for that encoder "
                              "with `sieve train-scorer` and set scoring.head_dir")
-        fallback = FixedThreshold(s.quality_threshold if s.quality_threshold is not None
-                                  else float(quality_head.meta.get("default_threshold", 0.0)))
-        kw = {"window": s.quota_window, "min_history": min(100, s.quota_window), "fallback": fallback}
-        default = parse_policy(f"top:{s.quality_quota}", where="scoring.quality_quota", **kw) \
-            if s.quality_quota is not None else fallback
-        policy = ThresholdPolicy(default, parse_per_source(s.per_source, **kw))
-        return cls(encoder, quality_head=quality_head, reward_head=reward_head, reward_model=reward_model,
-                   policy=policy, apply_quality_to_pairs=s.apply_quality_to_pairs)
+        return cls(encoder, quality_head=quality_head, reward_head=reward_head, reward_model=reward_model)
+
+    def calibration(self) -> Mapping[str, float]:
+        """The quality threshold calibrated with the head (the gate's default)."""
+        if self.quality_head is None:
+            return {}
+        return {"quality": float(self.quality_head.meta.get("default_threshold", 0.0))}
 
     def version(self) -> Mapping[str, Any]:
-        out: dict[str, Any] = {**self.encoder.version(), "thresholds": self.policy.version(),
-                               "apply_quality_to_pairs": self.apply_quality_to_pairs}
+        out: dict[str, Any] = {**self.encoder.version()}
         if self.quality_head is not None:
             out["quality_head"] = self.quality_head.version()
         if self.reward_model is not None:
@@ -126,11 +131,13 @@ class ModelScoreStage(Stage):
             out["reward_head"] = self.reward_head.version()
         return out
 
-    def observe(self, kind: str, source: str | None, quality: float) -> None:
-        """Feeds a quality score decided before a restart into the threshold policy, as
-        :meth:`check_batch` did then (quota windows; a fixed threshold keeps no state)."""
-        if kind == "sft" or self.apply_quality_to_pairs:
-            self.policy.keep(float(quality), source)
+    def annotate(self, batch: Sequence[Example]) -> None:
+        """The embedding of each example that lacks one (accepted examples replayed after a
+        restart carry none; semantic dedup needs it)."""
+        todo = [ex for ex in batch if ex.features.embedding is None]
+        if todo:
+            for ex, emb in zip(todo, self.embed_examples(todo)):
+                ex.features.embedding = emb
 
     def embed_examples(self, examples: Sequence[Example]) -> np.ndarray:
         """The embedding ``check_batch`` stores for each example, for examples that never passed
@@ -174,10 +181,11 @@ class ModelScoreStage(Stage):
             reward = self.reward_head.score(feats_for(self.reward_head))
         verdicts = []
         for ex, (main, other) in zip(batch, rows):
-            ex.features[EMBEDDING_FEATURE] = seg.example[main]
+            ex.features.embedding = seg.example[main]
             scores: dict[str, float] = {}
             if quality is not None:
                 scores["quality"] = _r(quality[main])
+                ex.features.quality = float(quality[main])
             if reward is not None:
                 if other is None:
                     scores["reward"] = _r(reward[main])
@@ -185,10 +193,6 @@ class ModelScoreStage(Stage):
                     margin = float(reward[main]) - float(reward[other])
                     scores.update(reward_chosen=_r(reward[main]), reward_rejected=_r(reward[other]),
                                   reward_margin=_r(margin))
-                    ex.features[MARGIN_FEATURE] = margin
-            gate = quality is not None and (ex.kind == "sft" or self.apply_quality_to_pairs)
-            if gate and not self.policy.keep(float(quality[main]), ex.source):
-                verdicts.append(Verdict(Reason.LOW_QUALITY, scores))
-            else:
-                verdicts.append(Verdict(None, scores))
+                    ex.features.reward_margin = margin
+            verdicts.append(Verdict(None, scores))
         return verdicts

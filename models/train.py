@@ -24,7 +24,7 @@ from models.datasets import (cached_segments, group_of, labelled_examples, pair_
                              sft_segments, source_of)
 from models.heads import FEATURE_SET, Head, TrainConfig, features, train_quality_head, train_reward_head
 from models.metrics import auroc, pairwise_accuracy, precision_at_rate
-from quality.config import ScoringSettings
+from quality.scoring.gate import ScoringSettings
 
 
 def _file_info(paths: Sequence[str | Path]) -> list[dict[str, Any]]:

@@ -1,87 +1,63 @@
-"""Assembles the pipeline from settings: the one place that fixes the stage order.
+"""Assembles the pipeline from settings: stage names in order, each built by its registry entry.
 
-Cheapest first: heuristics, then exact dedup. Later stages (PII, decontamination,
-near/semantic dedup, model scoring, pair checks) slot in here in cost order.
-PII redaction runs first of all, so that no output (not even a rejection envelope)
-carries the unredacted text. Semantic dedup reads the encoder's embedding, so it
-stays after the model stage.
+The order is ``pipeline.stages`` when set, else every registered stage by rank:
+cheapest first, PII redaction first of all (so that no output, not even a rejection
+envelope, carries the unredacted text), the model stage before the stages that read
+its scores and embedding. A stage whose settings turn it off is left out.
+
+Model stages live in ``models/`` and register when ``models.stage`` is imported;
+``quality`` never imports them. ``streams/assemble.py`` is the one place that does,
+for every ``sieve`` command.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 
 from quality.config import PipelineSettings
-from quality.decontam import Decontaminator
-from quality.dedup_exact import ExactDedup
-from quality.dedup_near import NearDedup
-from quality.dedup_semantic import SemanticDedup
-from quality.filters import EmptyFilter, EncodingFilter, LengthFilter, RefusalFilter, RepetitionFilter
-from quality.pairs import PairMarginCheck, PairStructureFilter
-from quality.pii import PiiRedactor
 from quality.pipeline import Pipeline
+from quality.registry import REGISTRY, Registry
 from quality.stage import Stage
-from quality.state import TimedExactIndex
+
+log = logging.getLogger(__name__)
 
 
-def build_stages(settings: PipelineSettings) -> list[Stage]:
-    f = settings.filters
-    stages: list[Stage] = [PiiRedactor(policy=settings.pii.policy, kinds=settings.pii.kinds)] \
-        if settings.pii.enabled else []
-    stages += [
-        EmptyFilter(),
-        LengthFilter(min_response_chars=f.min_response_chars, min_total_words=f.min_total_words,
-                     max_total_chars=f.max_total_chars),
-        EncodingFilter(),
-        RepetitionFilter(min_words=f.repetition_min_words),
-        RefusalFilter(apply_to_pairs=f.refusal_apply_to_pairs),
-        PairStructureFilter(),
-    ]
-    d = settings.decontam
-    if d.benchmark_paths:
-        stages.append(Decontaminator(d.benchmark_paths, threshold=d.threshold, ngram=d.ngram,
-                                     short_item_tokens=d.short_item_tokens, check_response=d.check_response,
-                                     reload_interval_s=d.reload_interval_s))
-    stages.append(ExactDedup(TimedExactIndex()))
-    n = settings.near_dedup
-    if n.enabled:
-        stages.append(NearDedup(threshold=n.threshold, num_perm=n.num_perm, ngram=n.ngram, fields=n.fields,
-                                bands=n.bands, rows=n.rows, seed=n.seed))
-    # the model stage (encoder + quality head) goes here, before semantic dedup, which reads its embedding
-    model = _model_stages(settings)
-    stages += model
-    s_ = settings.semantic_dedup
-    if s_.enabled:
-        # replayed accepted examples (recovery) carry no embedding: the model stage computes it
-        embed_examples = getattr(model[0], "embed_examples", None) if model else None
-        stages.append(SemanticDedup(threshold=s_.threshold, flat_max=s_.flat_max, hnsw_m=s_.hnsw_m,
-                                    ef_search=s_.ef_search, ivf_min=s_.ivf_min, ivf_nlist=s_.ivf_nlist,
-                                    ivf_nprobe=s_.ivf_nprobe, embed_examples=embed_examples))
-    if settings.scoring.enabled and settings.scoring.min_margin is not None:
-        stages.append(PairMarginCheck(min_margin=settings.scoring.min_margin))
+def stage_names(settings, registry: Registry = REGISTRY) -> list[str]:
+    """The stage names the pipeline runs, in order (before settings turn any off).
+
+    Raises:
+        ValueError: an unknown or repeated name in ``pipeline.stages``.
+    """
+    names = list(settings.stages) or registry.default_order()
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"pipeline.stages names {repeated} more than once")
+    for name in names:
+        registry.get(name)  # raises, naming the registered stages
+    return names
+
+
+def build_stages(settings, registry: Registry = REGISTRY) -> list[Stage]:
+    """The configured stages in run order; each entry's ``build`` gets its settings section
+    and the stages built before it (the quality gate reads the model's calibration)."""
+    stages: list[Stage] = []
+    for name in stage_names(settings, registry):
+        entry = registry.get(name)
+        section = getattr(settings, entry.section) if entry.section is not None else None
+        stage = entry.build(section, stages)
+        if stage is not None:
+            stages.append(stage)
+    provided: set[str] = set()
+    for stage in stages:
+        missing = stage.needs - provided
+        if missing:
+            log.debug("stage %s needs %s, which no earlier stage provides: it passes those examples",
+                      stage.name, sorted(missing))
+        provided |= stage.provides
     return stages
 
 
-def _model_stages(settings: PipelineSettings) -> list[Stage]:
-    """The encoder + heads stage, when scoring is enabled and torch is installed.
-
-    ``models.stage`` is imported here, not at module import: ``quality/`` never needs
-    torch to load. Without the ``models`` extra, scoring is skipped with a warning.
-    """
-    if not settings.scoring.enabled:
-        return []
-    missing = [m for m in ("torch", "sentence_transformers") if importlib.util.find_spec(m) is None]
-    if missing:
-        logging.getLogger(__name__).warning("model scoring disabled: %s not installed (pip install 'sieve[models]')",
-                                            ", ".join(missing))
-        return []
-    from models.stage import ModelScoreStage
-
-    return [ModelScoreStage.from_settings(settings.scoring)]
-
-
-def build_pipeline(settings: PipelineSettings | None = None, *, score_mode: bool = False) -> Pipeline:
+def build_pipeline(settings=None, *, score_mode: bool = False, registry: Registry = REGISTRY) -> Pipeline:
     settings = settings or PipelineSettings()
-    return Pipeline(build_stages(settings), max_message_bytes=settings.max_message_bytes,
-                    format=settings.format, score_mode=score_mode)
+    return Pipeline(build_stages(settings, registry), max_message_bytes=settings.max_message_bytes,
+                    format=settings.format, score_mode=score_mode, dedup_window_s=settings.dedup_window_s)

@@ -1,5 +1,9 @@
 """Settings as frozen dataclasses, read once from a TOML file and ``SIEVE_*`` variables.
 
+:data:`PipelineSettings` is assembled from the stage registry: the core's own fields
+(:class:`CoreSettings`) and one section per registered settings dataclass, which lives
+with its stage (``FilterSettings`` in ``quality/filters/common.py``...).
+
 A file section maps to a nested dataclass field (``[pipeline.filters]``); an
 environment variable names the path with double underscores:
 ``SIEVE_PIPELINE__FILTERS__MAX_TOTAL_CHARS=20000``, ``SIEVE_KAFKA__BROKERS=host:9092``.
@@ -18,118 +22,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
+from quality.registry import REGISTRY, Registry, discover
+
 T = TypeVar("T")
 ENV_PREFIX = "SIEVE_"
 
 
 @dataclass(frozen=True)
-class FilterSettings:
-    """Bounds of the heuristic filters (see ``quality/filters.py``)."""
-
-    min_response_chars: int = 1
-    min_total_words: int = 3
-    max_total_chars: int = 60_000
-    repetition_min_words: int = 100  # n-gram repetition rules apply from this many words
-    refusal_apply_to_pairs: bool = False
-
-
-@dataclass(frozen=True)
-class PiiSettings:
-    """PII redaction (``quality/pii.py``): ``policy`` is ``redact`` or ``reject``."""
-
-    enabled: bool = True
-    policy: str = "redact"
-    kinds: tuple[str, ...] = ("email", "phone", "ip_address", "credit_card", "secret")
-
-
-@dataclass(frozen=True)
-class DecontamSettings:
-    """Benchmark decontamination (``quality/decontam.py``); no paths = off.
-
-    ``benchmark_paths`` are JSONL/text files or directories, re-read in a running
-    worker when their modification times change (checked every ``reload_interval_s``).
-    """
-
-    benchmark_paths: tuple[str, ...] = ()
-    threshold: float = 0.8
-    ngram: int = 8
-    short_item_tokens: int = 10
-    check_response: bool = False
-    reload_interval_s: float = 30.0
-
-
-@dataclass(frozen=True)
-class NearDedupSettings:
-    """MinHash LSH near-duplicate detection (``quality/dedup_near.py``); bands/rows 0 = chosen for recall."""
-
-    enabled: bool = True
-    threshold: float = 0.8
-    num_perm: int = 128
-    ngram: int = 2  # word bigrams: best agreement with GPTeacher's cleaning (docs/eval_dedup.md)
-    fields: tuple[str, ...] = ("prompt", "response", "rejected")  # a pair's rejected side counts: pairs differing there are distinct
-    bands: int = 0
-    rows: int = 0
-    seed: int = 1
-
-
-@dataclass(frozen=True)
-class SemanticDedupSettings:
-    """Embedding near-duplicates (``quality/dedup_semantic.py``): exact flat search up to
-    ``flat_max`` stored vectors, HNSW up to ``ivf_min``, then IVF (see docs/dedup.md)."""
-
-    enabled: bool = True
-    threshold: float = 0.95  # cosine similarity from which an example is a semantic duplicate
-    flat_max: int = 50_000  # stored vectors searched exactly (flat inner product)
-    hnsw_m: int = 32
-    ef_search: int = 64
-    ivf_min: int = 200_000  # from this many stored vectors the index is IVF; 0 = stay HNSW
-    ivf_nlist: int = 4096  # IVF lists, trained once at the switch: size it for the store's final size
-    ivf_nprobe: int = 16  # IVF lists searched per query (recall against speed)
-
-
-@dataclass(frozen=True)
-class ScoringSettings:
-    """The model stage (``models/stage.py``) and the pair margin check; see docs/models.md.
-
-    ``quality_threshold`` None uses the threshold calibrated with the head (in its
-    ``quality.json``); ``quality_quota`` (share kept, e.g. 0.8) switches to keeping the
-    top share of a sliding window of ``quota_window`` scores. ``per_source`` entries are
-    ``SOURCE=0.1`` (threshold) or ``SOURCE=top:0.8`` (quota). ``reward_model`` (an HF
-    sequence-classification reward model, path or id) replaces the default reward head;
-    ``min_margin`` is then on that model's scale. ``min_margin`` None disables the check.
-    """
-
-    enabled: bool = True
-    model: str | None = None  # encoder: local folder or model id; None = bundled all-MiniLM-L6-v2
-    device: str = "auto"  # auto = cuda if available, else cpu
-    dtype: str = "auto"  # auto = bfloat16 (or float16) on GPU, float32 on CPU
-    max_tokens: int = 256
-    batch_size: int = 64
-    head_dir: str | None = None  # folder with quality/reward heads; None = the shipped default head
-    quality_threshold: float | None = None
-    quality_quota: float | None = None
-    quota_window: int = 1000
-    per_source: tuple[str, ...] = ()
-    apply_quality_to_pairs: bool = False
-    reward_model: str | None = None
-    reward_max_tokens: int = 512
-    reward_batch_size: int = 16
-    min_margin: float | None = -0.5
-
-
-@dataclass(frozen=True)
-class PipelineSettings:
-    """Everything that changes decisions."""
+class CoreSettings:
+    """The settings of the pipeline itself; each stage's own come from the registry."""
 
     max_message_bytes: int = 1 << 20
-    format: str | None = None  # alpaca | openai | sharegpt | preference; None = detect per record
-    filters: FilterSettings = field(default_factory=FilterSettings)
-    pii: PiiSettings = field(default_factory=PiiSettings)
-    decontam: DecontamSettings = field(default_factory=DecontamSettings)
-    near_dedup: NearDedupSettings = field(default_factory=NearDedupSettings)
-    semantic_dedup: SemanticDedupSettings = field(default_factory=SemanticDedupSettings)
-    scoring: ScoringSettings = field(default_factory=ScoringSettings)
-    dedup_window_s: float = 0.0  # forget accepted examples older than this (0 = never); see quality/state.py
+    format: str | None = None  # alpaca / openai / sharegpt / preference; None = detect per record
+    stages: tuple[str, ...] = ()  # stage names in run order; empty = every registered stage by rank
+    dedup_window_s: float = 0.0  # forget accepted examples older than this, in input time (0 = never)
+
+
+def pipeline_settings_class(registry: Registry) -> type:
+    """A frozen dataclass: :class:`CoreSettings` plus one field per settings section of
+    ``registry`` (``filters``, ``pii``, ``scoring``...), typed by the section's dataclass."""
+    fields = [(section, cls, field(default_factory=cls)) for section, cls in registry.sections()]
+    return dataclasses.make_dataclass("PipelineSettings", fields, bases=(CoreSettings,), frozen=True,
+                                      namespace={"__doc__": "Everything that changes decisions: the core's "
+                                                 "settings and those of every registered stage."})
+
+
+#: The pipeline settings of the stages Sieve ships (``[pipeline]`` in the config file).
+PipelineSettings = pipeline_settings_class(discover())
+PipelineSettings.__module__ = __name__
+REGISTRY.seal()
 
 
 def load(cls: type[T], path: str | Path | None = None, env: Mapping[str, str] | None = None,

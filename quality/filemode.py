@@ -1,8 +1,12 @@
-"""File mode: JSONL (or .jsonl.gz) files in, the three decision files and a summary out.
+"""File mode: JSONL (or .jsonl.gz) files in, envelopes and a summary out.
 
-Every non-blank input line ends in exactly one of ``accepted.jsonl``,
-``rejected.jsonl`` or ``dead_letter.jsonl``; ``summary.json`` counts them by
-decision, reason and source, with score distributions and timings.
+:func:`decide_records` is the one loop of file mode: records in, the pipeline over
+batches, each envelope encoded by the core (:mod:`quality.envelope`) and handed to a
+sink, a summary kept. :func:`curate` (``sieve curate``) sinks into the three decision
+files, where every non-blank input line ends in exactly one of ``accepted.jsonl``,
+``rejected.jsonl`` or ``dead_letter.jsonl``; :func:`annotate` (``sieve score``, a
+score-mode pipeline) into one file in input order. Both write a summary that counts
+decisions by reason and source, with score distributions and timings.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import orjson
 
-from quality.pipeline import Decision, Pipeline
+from quality.envelope import Decision, DecisionKind, encode_output
+from quality.pipeline import Pipeline
 from quality.records import RawRecord
 
 OUTPUT_FILES = {"accepted": "accepted.jsonl", "rejected": "rejected.jsonl", "dead_letter": "dead_letter.jsonl"}
@@ -85,7 +90,7 @@ class Summary:
             "decisions": dict(self.decisions),
             "reasons": dict(sorted(self.reasons.items())),
             "by_source": {k: dict(v) for k, v in sorted(self.by_source.items())},
-            "scores": {k: _distribution(v) for k, v in sorted(self.scores.items())},
+            "scores": {k: distribution(v) for k, v in sorted(self.scores.items())},
             "stages": pipeline.stats(),
             "seconds": round(seconds, 3),
             "examples_per_s": round(total / seconds, 1) if seconds > 0 else None,
@@ -94,8 +99,11 @@ class Summary:
         }
 
 
-def _distribution(values: list[float]) -> dict[str, float]:
-    xs = sorted(values)
+def distribution(values: Sequence[float]) -> dict[str, float] | None:
+    """count, mean, min, p10, p50, p90 and max of the values (None when there are none)."""
+    if not values:
+        return None
+    xs = sorted(float(v) for v in values)
     n = len(xs)
 
     def q(p: float) -> float:
@@ -105,41 +113,88 @@ def _distribution(values: list[float]) -> dict[str, float]:
             "p90": q(0.9), "max": xs[-1]}
 
 
+Sink = Callable[[DecisionKind, bytes], None]
+
+
+def decide_records(pipeline: Pipeline, records: Iterable[RawRecord], sink: Sink, *, batch_size: int = 256,
+                   progress: Callable[[int], None] | None = None,
+                   on_decisions: Callable[[list[Decision]], None] | None = None,
+                   summary: Summary | None = None) -> Summary:
+    """Runs the pipeline over ``records`` in batches and hands each envelope (one JSON line) to ``sink``.
+
+    Args:
+        pipeline: the one pipeline core shared with the stream worker.
+        records: raw records in input order.
+        sink: called as ``sink(decision, line)`` once per input, in input order.
+        batch_size: records per pipeline call (model stages micro-batch inside).
+        progress: called with the number of records done after each batch.
+        on_decisions: called with each batch's decisions (e.g. to cut fine-tuning batches).
+        summary: where counts go (a new one by default); returned.
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be > 0, got {batch_size}")
+    summary = summary if summary is not None else Summary()
+    versions = pipeline.versions()
+    for batch in batched(records, batch_size):
+        decisions = pipeline.process(batch)
+        for d in decisions:
+            kind, data = encode_output(d, versions)
+            sink(kind, data + b"\n")
+            summary.add(d)
+        if on_decisions is not None:
+            on_decisions(decisions)
+        if progress is not None:
+            progress(len(batch))
+    return summary
+
+
+def _check_inputs(inputs: Sequence[Path]) -> None:
+    for path in inputs:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"input file not found: {path}")
+
+
+def _write_summary(summary: Summary, pipeline: Pipeline, seconds: float, path: Path) -> dict[str, Any]:
+    result = summary.to_dict(pipeline, seconds)
+    path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+    return result
+
+
 def curate(pipeline: Pipeline, inputs: Sequence[Path], out_dir: Path, *, batch_size: int = 256,
            progress: Callable[[int], None] | None = None,
            on_decisions: Callable[[list[Decision]], None] | None = None) -> dict[str, Any]:
-    """Runs the pipeline over files and writes the outputs; returns the summary.
+    """Runs the pipeline over files and writes the three decision files and ``summary.json``; returns the summary.
 
     Args:
         pipeline: the one pipeline core shared with the stream worker.
         inputs: JSONL or .jsonl.gz files, read in order.
         out_dir: created if missing; existing output files are replaced.
-        batch_size: records per pipeline call (model stages micro-batch inside).
-        progress: called with the number of records done after each batch.
-        on_decisions: called with each batch's decisions (e.g. to cut fine-tuning batches).
+        batch_size, progress, on_decisions: see :func:`decide_records`.
     """
-    for path in inputs:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"input file not found: {path}")
+    _check_inputs(inputs)
     out_dir.mkdir(parents=True, exist_ok=True)
-    versions = pipeline.versions()
     summary = Summary()
     t0 = time.perf_counter()
     handles = {k: open(out_dir / name, "wb") for k, name in OUTPUT_FILES.items()}
     try:
-        for batch in batched(read_records(inputs, summary.other), batch_size):
-            decisions = pipeline.process(batch)
-            for d in decisions:
-                handles[d.decision].write(orjson.dumps(d.envelope(versions), option=orjson.OPT_APPEND_NEWLINE
-                                                       | orjson.OPT_SERIALIZE_NUMPY))
-                summary.add(d)
-            if on_decisions is not None:
-                on_decisions(decisions)
-            if progress is not None:
-                progress(len(batch))
+        decide_records(pipeline, read_records(inputs, summary.other), lambda kind, line: handles[kind].write(line),
+                       batch_size=batch_size, progress=progress, on_decisions=on_decisions, summary=summary)
     finally:
         for fh in handles.values():
             fh.close()
-    result = summary.to_dict(pipeline, time.perf_counter() - t0)
-    (out_dir / "summary.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
-    return result
+    return _write_summary(summary, pipeline, time.perf_counter() - t0, out_dir / "summary.json")
+
+
+def annotate(pipeline: Pipeline, inputs: Sequence[Path], out: Path, *, batch_size: int = 256,
+             progress: Callable[[int], None] | None = None) -> tuple[dict[str, Any], Path]:
+    """``sieve score``: every envelope into one file ``out``, in input order, and the summary
+    beside it (``OUT.summary.json``); returns the summary and its path. Give it a score-mode pipeline."""
+    _check_inputs(inputs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    summary = Summary()
+    t0 = time.perf_counter()
+    with open(out, "wb") as fh:
+        decide_records(pipeline, read_records(inputs, summary.other), lambda _kind, line: fh.write(line),
+                       batch_size=batch_size, progress=progress, summary=summary)
+    path = out.with_name(out.name + ".summary.json")
+    return _write_summary(summary, pipeline, time.perf_counter() - t0, path), path

@@ -3,82 +3,27 @@
 Both drivers (``sieve curate`` on files and the Kafka worker) call
 :meth:`Pipeline.process` and nothing else, so the same input gets the same
 decisions. Bad data becomes a decision, never an exception: parse failures and
-stages that raise on an example end as ``dead_letter``.
+stages that raise on an example end as ``dead_letter``. Every decision rule lives
+here or in a stage, the dedup time window included (:class:`quality.state.DedupWindow`),
+so the drivers stay thin.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Sequence
 
 from quality import __version__
+from quality.envelope import Decision, DecisionKind
 from quality.normalize import normalize_example
 from quality.reasons import Reason
 from quality.records import DEFAULT_MAX_MESSAGE_BYTES, Example, ParseFailure, RawRecord, parse
-from quality.stage import Stage, StageStats, Verdict
+from quality.stage import Stage, StageStats, Verdict, stateful_stages
+from quality.state import DedupWindow, example_time
 
 log = logging.getLogger(__name__)
-
-DecisionKind = Literal["accepted", "rejected", "dead_letter"]
-DEAD_LETTER_RAW_BYTES = 64 * 1024  # raw payloads larger than this are truncated in dead letters
-
-
-@dataclass(slots=True)
-class Decision:
-    """The outcome for one input record."""
-
-    id: str
-    decision: DecisionKind
-    reasons: list[str]
-    scores: dict[str, float]
-    origin: Mapping[str, Any]
-    example: Example | None = None
-    details: dict[str, str] = field(default_factory=dict)
-    raw: bytes | str | None = None
-    error: str | None = None
-
-    def envelope(self, versions: Mapping[str, Any]) -> dict[str, Any]:
-        """The output record of the design: one per input, on one of the three outputs."""
-        env: dict[str, Any] = {
-            "id": self.id,
-            "decision": self.decision,
-            "reasons": self.reasons,
-            "scores": self.scores,
-            "example": self.example.canonical() if self.example is not None else None,
-            "origin": dict(self.origin),
-            "versions": versions,
-        }
-        if self.example is not None:
-            env["source"] = self.example.source
-            if self.example.metadata:
-                env["metadata"] = self.example.metadata
-        if self.details:
-            env["details"] = self.details
-        if self.decision == "dead_letter":
-            env["error"] = self.error
-            env.update(_raw_fields(self.raw))
-        return env
-
-
-def _raw_fields(raw: bytes | str | None) -> dict[str, Any]:
-    if raw is None:
-        return {"raw": None}
-    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
-    out: dict[str, Any] = {"raw_bytes": len(data)}
-    if len(data) > DEAD_LETTER_RAW_BYTES:
-        data = data[:DEAD_LETTER_RAW_BYTES]
-        out["raw_truncated"] = True
-    try:
-        out["raw"] = data.decode("utf-8")
-        out["raw_encoding"] = "utf-8"
-    except UnicodeDecodeError:
-        out["raw"] = base64.b64encode(data).decode("ascii")
-        out["raw_encoding"] = "base64"
-    return out
 
 
 class Pipeline:
@@ -90,16 +35,20 @@ class Pipeline:
         format: force an input format instead of detecting it per record.
         score_mode: run every stage on every parseable record and drop nothing
             (``sieve score``); decisions still say what would have happened.
+        dedup_window_s: accepted examples older than this (by input time) stop counting
+            (0 = never); see :class:`~quality.state.DedupWindow`.
     """
 
     def __init__(self, stages: Sequence[Stage], *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                 format: str | None = None, score_mode: bool = False) -> None:
+                 format: str | None = None, score_mode: bool = False, dedup_window_s: float = 0.0) -> None:
         if max_message_bytes <= 0:
             raise ValueError(f"max_message_bytes must be > 0, got {max_message_bytes!r}")
         names = [s.name for s in stages]
         if len(set(names)) != len(names):
             raise ValueError(f"stage names must be unique, got {names}")
         self.stages = list(stages)
+        self.stateful = stateful_stages(self.stages)
+        self.window = DedupWindow(self.stages, dedup_window_s)
         self.max_message_bytes = max_message_bytes
         self.format = format
         self.score_mode = score_mode
@@ -120,12 +69,18 @@ class Pipeline:
 
         A restarted stream worker calls this with the examples read back from the
         accepted topic, in their original order, so its dedup indexes hold what an
-        uninterrupted worker's would. Examples are normalized as ``process`` does and
-        passed to each stage's ``commit``; no stage checks them and no stats change.
+        uninterrupted worker's would. Examples are normalized as ``process`` does; the
+        stages that provide a feature some stateful stage needs (the model stage's
+        embedding) annotate them; then each stateful stage commits them. No stage
+        checks them and no stats change.
         """
         batch = [normalize_example(ex) for ex in examples]
         if batch:
+            needed = {name for stage in self.stateful for name in stage.needs}
             for stage in self.stages:
+                if stage.provides & needed:
+                    stage.annotate(batch)
+            for stage in self.stateful:
                 stage.commit(batch)
         return len(batch)
 
@@ -152,6 +107,23 @@ class Pipeline:
         reasons: dict[int, list[str]] = {i: [] for i, _ in live}
         details: dict[int, dict[str, str]] = {i: {} for i, _ in live}
         state = (decisions, scores, reasons, details)
+        # the dedup window moves between runs of the batch, by the inputs' own times
+        runs = [(None, live)] if self.score_mode else self.window.runs(live, lambda item: example_time(item[1]))
+        for run_time, run in runs:
+            if run_time is not None:
+                self.window.advance(run_time)
+            self._decide(run, state)
+        out = [d for d in decisions if d is not None]
+        assert len(out) == len(raws), "every input must get exactly one decision"
+        for d in out:
+            self.decisions[d.decision] += 1
+            for r in d.reasons:
+                self.reasons[(d.decision, r)] += 1
+        return out
+
+    def _decide(self, live: list[tuple[int, Example]], state: tuple) -> None:
+        """Runs every stage over ``live`` and decides each example; commits the accepted ones."""
+        decisions, scores, reasons, details = state
         # An example rejected as a duplicate of an EARLIER example of the same batch is
         # decided again from that stage on if the earlier one ends up not accepted, as if
         # the batch had been processed one example at a time: decisions do not depend on
@@ -163,7 +135,7 @@ class Pipeline:
             accepted = [decisions[i].example for i, _ in batch
                         if decisions[i] is not None and decisions[i].decision == "accepted"]
             if accepted and not self.score_mode:
-                for stage in self.stages:
+                for stage in self.stateful:
                     stage.commit(accepted)
             again: dict[int, list[tuple[int, Example]]] = {}
             for i, (stage_idx, first, ex) in sorted(recheck.items()):
@@ -173,13 +145,6 @@ class Pipeline:
                     decisions[i] = None
                     again.setdefault(stage_idx, []).append((i, ex))
             todo += sorted(again.items())
-        out = [d for d in decisions if d is not None]
-        assert len(out) == len(raws), "every input must get exactly one decision"
-        for d in out:
-            self.decisions[d.decision] += 1
-            for r in d.reasons:
-                self.reasons[(d.decision, r)] += 1
-        return out
 
     def _run(self, start: int, live: list[tuple[int, Example]], state: tuple) -> dict[int, tuple[int, int, Example]]:
         """Runs stages ``start``... over ``live`` and decides every example of it.

@@ -2,7 +2,8 @@
 
 Codes are part of the output contract (trainers and dashboards key on them), so
 they are never built with f-strings and never renamed. ``docs/reasons.md`` is
-generated from :data:`DESCRIPTIONS` by ``python -m quality.reasons``.
+generated from :data:`DESCRIPTIONS` and the stage registry by ``python -m quality.reasons``
+(or ``python -m streams.docs``, which writes every generated page).
 """
 
 from __future__ import annotations
@@ -84,12 +85,11 @@ DESCRIPTIONS: dict[Reason, str] = {
 
 
 def markdown_table() -> str:
-    """The reason-code table for the docs, generated so it cannot drift."""
-    rows = ["| code | decision | meaning |", "|---|---|---|"]
-    for reason in Reason:
-        decision = "dead_letter" if reason in DEAD_LETTER_REASONS else "rejected"
-        rows.append(f"| `{reason.value}` | {decision} | {DESCRIPTIONS[reason]} |")
-    return "\n".join(rows) + "\n"
+    """The reason-code table for the docs (with the stages that emit each code, from the stage
+    registry), generated so it cannot drift."""
+    from quality.registry import reasons_table  # the registry imports this module
+
+    return reasons_table()
 
 
 assert set(DESCRIPTIONS) == set(Reason), "every reason needs a description"

@@ -16,14 +16,14 @@ empty strings parse, and the heuristic filters reject them (``empty_response``..
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
-import json
-import re
-
 import orjson
 
+from quality.features import Features
 from quality.reasons import Reason
 
 Kind = Literal["sft", "preference"]
@@ -92,9 +92,9 @@ class Example:
     origin: Mapping[str, Any] = field(default_factory=dict)
     # set when an implicit-prompt pair had different prompts on its two sides
     rejected_prompt: tuple[Message, ...] | None = None
-    # per-batch side channel between stages (e.g. the encoder's embedding for semantic
-    # dedup); never serialized, not part of equality
-    features: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # what stages computed for later stages (content hash, MinHash signature, embedding,
+    # scores: quality.features); not part of equality, not in the canonical form
+    features: Features = field(default_factory=Features, compare=False, repr=False)
 
     @property
     def prompt_messages(self) -> tuple[Message, ...]:

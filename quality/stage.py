@@ -5,18 +5,25 @@ Subclasses write only :meth:`Stage.check` (cheap, per example) or
 ``__call__`` times the batch, checks the verdicts and counts them in
 :class:`StageStats`, as datatrove's ``BaseFilter.run`` does.
 
-Stateful stages (dedup indexes) also override :meth:`Stage.commit`, which the
-pipeline calls with the examples that were finally accepted, so an index only ever
-holds accepted content.
+Each stage declares its **phase**: ``score`` (stateless: the same example always gets
+the same verdict, so any number of processes can run it) or ``decide`` (judged against
+state: what was accepted before, a quota window). Stages hand each other typed
+features (:mod:`quality.features`) and say which they read and write.
+
+Stages with state implement :class:`StatefulStage`, the one interface through which
+the pipeline, snapshots (:mod:`quality.state`), recovery and metrics reach state:
+commit (and replay) accepted examples, replay decided scores, snapshot, restore,
+expire, remove, size. Nothing outside a stage asks what type it is.
 """
 
 from __future__ import annotations
 
 import time
-from abc import ABC
+from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Mapping, NamedTuple, Sequence
 
 from quality.reasons import Reason
 from quality.records import Example
@@ -73,11 +80,22 @@ class StageStats:
                 "seconds": round(self.seconds, 6)}
 
 
+Phase = Literal["score", "decide"]
+
+
 class Stage(ABC):
-    """Base class of every check. Subclasses set ``name`` and ``reasons``."""
+    """Base class of every check. Subclasses set ``name`` and ``reasons``.
+
+    ``phase``: ``score`` for stateless checks, ``decide`` for checks against state.
+    ``needs`` / ``provides``: names of :class:`~quality.features.Features` the stage
+    reads / writes (:data:`~quality.features.FEATURE_NAMES`).
+    """
 
     name: ClassVar[str]
     reasons: ClassVar[frozenset[Reason]] = frozenset()
+    phase: ClassVar[Phase] = "score"
+    needs: ClassVar[frozenset[str]] = frozenset()
+    provides: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self) -> None:
         self.stats = StageStats(self.name)
@@ -88,8 +106,17 @@ class Stage(ABC):
     def check_batch(self, batch: Sequence[Example]) -> list[Verdict]:
         return [self.check(ex) for ex in batch]
 
-    def commit(self, accepted: Sequence[Example]) -> None:
-        """Called with the examples finally accepted in this batch (stateful stages)."""
+    def annotate(self, batch: Sequence[Example]) -> None:
+        """Computes the features this stage provides that later stages keep state on, for
+        examples that lack them, without judging (no verdict, no stats, no state).
+
+        Used when accepted examples are replayed into the state (they carry no features),
+        and by a scoring process that leaves the decide phase to another one.
+        """
+
+    def calibration(self) -> Mapping[str, float]:
+        """Thresholds its scores were calibrated with (e.g. ``{"quality": 0.04}``); none by default."""
+        return {}
 
     def version(self) -> Mapping[str, Any]:
         """Settings that change decisions; they travel on every envelope."""
@@ -106,3 +133,71 @@ class Stage(ABC):
                 raise RuntimeError(f"stage {self.name!r} emitted undeclared reason {v.reason!r}")
         self.stats.record(verdicts, elapsed)
         return verdicts
+
+
+class ScoredInput(NamedTuple):
+    """A decided input as the quota state replays it: kind, source and scores."""
+
+    kind: str
+    source: str | None
+    scores: Mapping[str, float]
+
+
+class ScoreHistory(NamedTuple):
+    """What rebuilds a stage's quota state: the last ``count`` decided inputs scored ``score``."""
+
+    score: str
+    count: int
+
+
+class StatefulStage(Stage):
+    """A stage judged against state. The only way anything reaches that state.
+
+    ``rebuilt_from`` says what rebuilds the state when no snapshot holds it:
+    ``accepted`` (every accepted example, replayed from the accepted outputs: the dedup
+    indexes) or ``decided`` (the scores of the latest decided inputs: quota windows).
+    """
+
+    phase: ClassVar[Phase] = "decide"
+    rebuilt_from: ClassVar[Literal["accepted", "decided"]] = "accepted"
+
+    @abstractmethod
+    def commit(self, accepted: Sequence[Example]) -> None:
+        """Adds the examples finally accepted (a batch's, or accepted ones replayed after a
+        restart, in their original order). Idempotent by example id and content."""
+
+    def replay_scores(self, decided: Sequence[ScoredInput]) -> None:
+        """Feeds scores decided before a restart, in input order, as the live stage saw them."""
+
+    def score_history(self) -> ScoreHistory | None:
+        """Which decided scores :meth:`replay_scores` needs; None: it needs none."""
+        return None
+
+    @abstractmethod
+    def snapshot(self, directory: Path) -> None:
+        """Writes the state into ``directory`` (created)."""
+
+    @abstractmethod
+    def restore(self, directory: Path) -> None:
+        """Replaces the state by the one saved in ``directory``.
+
+        Raises:
+            ValueError: the saved state cannot be used with this stage's settings.
+        """
+
+    def expire(self, before: float) -> int:
+        """Forgets what was added before ``before`` (seconds since the epoch); returns how many."""
+        return 0
+
+    def remove(self, ex_id: str) -> int:
+        """Forgets the accepted example(s) with this id (an operator's request); returns how many."""
+        return 0
+
+    @abstractmethod
+    def size(self) -> int:
+        """Entries held (accepted examples indexed, or scores in the quota windows)."""
+
+
+def stateful_stages(stages: Sequence[Stage]) -> list[StatefulStage]:
+    """The stages of a pipeline that keep state, in pipeline order."""
+    return [s for s in stages if isinstance(s, StatefulStage)]

@@ -1,4 +1,7 @@
-"""Durable dedup state: snapshots of every dedup index, time windows and removal by id.
+"""State that survives: snapshots of every stateful stage, the dedup time window, removal by id.
+
+Everything here reaches state only through :class:`~quality.stage.StatefulStage`
+(snapshot, restore, expire, remove, size): it never asks what a stage is.
 
 ``sieve.accepted`` is the source of truth; a snapshot is a shortcut. A worker that
 starts (or replaces another) calls :func:`load_snapshot`, which restores every
@@ -16,84 +19,34 @@ leaves the previous snapshot intact; older folders are deleted afterwards.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Collection, Mapping, Sequence, TypeVar
 
-import numpy as np
 import orjson
 
-from quality.dedup_exact import ExactDedup, ExactIndex
-from quality.stage import Stage
+from quality.records import Example
+from quality.stage import Stage, stateful_stages
 
 log = logging.getLogger(__name__)
 SNAPSHOT_FORMAT = 1
+T = TypeVar("T")
 
 
-class TimedExactIndex(ExactIndex):
-    """:class:`ExactIndex` that remembers when each key was added, so old keys can expire."""
+def example_time(ex: Example, clock: Callable[[], float] = time.time) -> float:
+    """When an example entered the stream, in seconds since the epoch.
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        super().__init__()
-        self.clock = clock
-        self.added: dict[bytes, float] = {}
-
-    def add(self, key: bytes, ex_id: str) -> None:
-        if key not in self._ids:
-            self.added[key] = self.clock()
-        super().add(key, ex_id)
-
-    def remove_id(self, ex_id: str) -> int:
-        n = super().remove_id(ex_id)
-        self.added = {k: t for k, t in self.added.items() if k in self._ids}
-        return n
-
-    def expire(self, before: float) -> int:
-        old = [k for k, t in self.added.items() if t < before]
-        for k in old:
-            self._ids.pop(k, None)
-            del self.added[k]
-        return len(old)
-
-
-def _is_stateful(stage: Stage) -> bool:
-    return isinstance(stage, ExactDedup) or (hasattr(stage, "snapshot") and hasattr(stage, "restore"))
-
-
-def stateful_stages(stages: Sequence[Stage]) -> list[Stage]:
-    """The stages whose state a snapshot holds (exact, near and semantic dedup)."""
-    return [s for s in stages if _is_stateful(s)]
-
-
-def _save_stage(stage: Stage, directory: Path) -> None:
-    if isinstance(stage, ExactDedup):
-        directory.mkdir(parents=True, exist_ok=True)
-        index = stage.index
-        (directory / "exact.json").write_bytes(orjson.dumps(index.snapshot()))
-        if isinstance(index, TimedExactIndex):
-            (directory / "added.json").write_bytes(orjson.dumps({k.hex(): t for k, t in index.added.items()}))
-    else:
-        stage.snapshot(directory)  # type: ignore[attr-defined]
-
-
-def _load_stage(stage: Stage, directory: Path) -> None:
-    if isinstance(stage, ExactDedup):
-        data = orjson.loads((directory / "exact.json").read_bytes())
-        if isinstance(stage.index, TimedExactIndex):
-            index = TimedExactIndex(stage.index.clock)
-            index._ids = {bytes.fromhex(k): v for k, v in data.items()}
-            added = directory / "added.json"
-            now = index.clock()
-            times = orjson.loads(added.read_bytes()) if added.exists() else {}
-            index.added = {k: float(times.get(k.hex(), now)) for k in index._ids}
-            stage.index = index
-        else:
-            stage.index = ExactIndex.restore(data)
-    else:
-        stage.restore(directory)  # type: ignore[attr-defined]
+    The Kafka record timestamp in ``origin["timestamp"]`` (ms or s) when the driver
+    put it there, so a replay of ``sieve.accepted`` reproduces the same times; else now.
+    """
+    ts = ex.origin.get("timestamp") if ex.origin else None
+    if isinstance(ts, (int, float)) and not isinstance(ts, bool) and ts > 0:
+        return ts / 1000.0 if ts > 1e11 else float(ts)
+    return clock()
 
 
 def save_snapshot(stages: Sequence[Stage], directory: str | Path, meta: Mapping[str, Any] | None = None,
@@ -115,9 +68,9 @@ def save_snapshot(stages: Sequence[Stage], directory: str | Path, meta: Mapping[
     manifest: dict[str, Any] = {"format": SNAPSHOT_FORMAT, "created": time.time(), "meta": dict(meta or {}),
                                 "stages": {}}
     for stage in stateful_stages(stages):
-        _save_stage(stage, tmp / stage.name)
+        stage.snapshot(tmp / stage.name)
         manifest["stages"][stage.name] = {"class": type(stage).__name__, "version": dict(stage.version()),
-                                          "size": _size(stage)}
+                                          "size": stage.size()}
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     _fsync_tree(tmp)
@@ -140,14 +93,6 @@ def _fsync_tree(path: Path) -> None:
         for name in files:
             with open(os.path.join(dirpath, name), "rb") as fh:
                 os.fsync(fh.fileno())
-
-
-def _size(stage: Stage) -> int:
-    index = getattr(stage, "index", None)
-    try:
-        return len(index) if index is not None else 0
-    except TypeError:
-        return 0
 
 
 @dataclass
@@ -181,30 +126,32 @@ def snapshot_meta(directory: str | Path) -> dict[str, Any] | None:
         return None
 
 
-def load_snapshot(stages: Sequence[Stage], directory: str | Path) -> Restored:
-    """Restores every stateful stage from the current snapshot under ``directory``.
+def load_snapshot(stages: Sequence[Stage], directory: str | Path,
+                  rebuilt_from: Collection[str] = ("accepted", "decided")) -> Restored:
+    """Restores the stateful stages (those rebuilt from one of ``rebuilt_from``) from the
+    current snapshot under ``directory``.
 
     A stage whose saved state cannot be used (no folder, other MinHash settings) is
     left empty and listed in ``Restored.missing``. No snapshot at all gives
-    ``Restored(path=None)`` with every stateful stage missing.
+    ``Restored(path=None)`` with every such stage missing.
     """
     root = Path(directory)
-    names = [s.name for s in stateful_stages(stages)]
+    wanted = [s for s in stateful_stages(stages) if s.rebuilt_from in rebuilt_from]
     current = root / "CURRENT"
     if not current.exists():
-        return Restored(None, missing=names)
+        return Restored(None, missing=[s.name for s in wanted])
     snap = root / current.read_text(encoding="utf-8").strip()
     manifest = orjson.loads((snap / "manifest.json").read_bytes())
     if manifest.get("format") != SNAPSHOT_FORMAT:
         raise ValueError(f"snapshot {snap} has format {manifest.get('format')!r}, expected {SNAPSHOT_FORMAT}")
     out = Restored(snap, meta=manifest.get("meta", {}))
-    for stage in stateful_stages(stages):
+    for stage in wanted:
         folder = snap / stage.name
         if stage.name not in manifest["stages"] or not folder.exists():
             out.missing.append(stage.name)
             continue
         try:
-            _load_stage(stage, folder)
+            stage.restore(folder)
             out.restored.append(stage.name)
         except (ValueError, OSError, KeyError) as exc:
             log.warning("snapshot state of %s not used: %s", stage.name, exc)
@@ -213,53 +160,70 @@ def load_snapshot(stages: Sequence[Stage], directory: str | Path) -> Restored:
 
 
 def remove_example(stages: Sequence[Stage], ex_id: str) -> dict[str, int]:
-    """Forgets one accepted example in every dedup index (an operator's request).
+    """Forgets one accepted example in every stateful stage (an operator's request).
 
     Returns how many entries each stage dropped. A later example with the same
     content is then no longer a duplicate of it.
     """
-    out = {}
-    for stage in stateful_stages(stages):
-        if isinstance(stage, ExactDedup):
-            out[stage.name] = stage.index.remove_id(ex_id)
-        else:
-            out[stage.name] = int(stage.remove(ex_id))  # type: ignore[attr-defined]
-    return out
+    return {stage.name: stage.remove(ex_id) for stage in stateful_stages(stages)}
 
 
 def expire_before(stages: Sequence[Stage], before: float) -> dict[str, int]:
-    """Forgets every example added before ``before`` (seconds since the epoch).
-
-    Exact dedup expires only with a :class:`TimedExactIndex` (what ``quality.build``
-    uses); a plain :class:`ExactIndex` keeps everything and reports 0.
-    """
-    out = {}
-    for stage in stateful_stages(stages):
-        if isinstance(stage, ExactDedup):
-            index = stage.index
-            out[stage.name] = index.expire(before) if isinstance(index, TimedExactIndex) else 0
-        else:
-            out[stage.name] = stage.expire(before)  # type: ignore[attr-defined]
-    return out
+    """Forgets every example added before ``before`` (seconds since the epoch), in every stateful stage."""
+    return {stage.name: stage.expire(before) for stage in stateful_stages(stages)}
 
 
 class DedupWindow:
-    """Applies an optional time window: examples older than ``window_s`` are forgotten.
+    """``pipeline.dedup_window_s``: accepted examples older than the window stop counting.
 
-    The driver calls :meth:`tick` between batches (e.g. once a minute); ``window_s`` 0
-    keeps everything forever.
+    A decision rule of the core, applied by :class:`~quality.pipeline.Pipeline` with
+    each input's own time (:func:`example_time`: its Kafka timestamp, else now), so
+    file mode and the stream decide alike however their input is cut into batches.
+    Before deciding an input, the pipeline calls :meth:`advance` with its time; when
+    that time enters a later step of ``step_s`` (``window_s / 16``) than any input
+    before it, every stateful stage forgets what was added before the step's start
+    minus ``window_s``. So an accepted example counts for ``window_s`` to
+    ``window_s + step_s`` seconds of input time. ``window_s`` 0 keeps everything forever.
     """
 
-    def __init__(self, stages: Sequence[Stage], window_s: float, clock: Callable[[], float] = time.time,
-                 every_s: float = 60.0) -> None:
+    def __init__(self, stages: Sequence[Stage], window_s: float, step_s: float | None = None) -> None:
         if window_s < 0:
             raise ValueError(f"window_s must be >= 0 (0 = no window), got {window_s!r}")
-        self.stages, self.window_s, self.clock, self.every_s = list(stages), window_s, clock, every_s
-        self._last = -np.inf
+        if step_s is not None and step_s <= 0:
+            raise ValueError(f"step_s must be > 0, got {step_s!r}")
+        self.stages, self.window_s = list(stages), float(window_s)
+        self.step_s = float(step_s) if step_s is not None else self.window_s / 16
+        self._last = -math.inf  # start of the latest step an input reached
 
-    def tick(self) -> dict[str, int]:
-        now = self.clock()
-        if self.window_s == 0 or now - self._last < self.every_s:
+    def _step_start(self, t: float) -> float:
+        return math.floor(t / self.step_s) * self.step_s
+
+    def due(self, t: float) -> bool:
+        """Whether an input at time ``t`` moves the window (so it starts a new run of the batch)."""
+        return self.window_s > 0 and self._step_start(t) > self._last
+
+    def runs(self, items: Sequence[T], time_of: Callable[[T], float]) -> list[tuple[float | None, list[T]]]:
+        """``items`` (in input order) cut where one moves the window: ``(its time, the run it
+        starts)``; the first run's time is None when it does not move the window. Without a
+        window, one run."""
+        if self.window_s <= 0:
+            return [(None, list(items))] if items else []
+        runs: list[tuple[float | None, list[T]]] = []
+        last = self._last
+        for item in items:
+            t = time_of(item)
+            step = self._step_start(t)
+            if step > last:
+                runs.append((t, []))
+                last = step
+            elif not runs:
+                runs.append((None, []))
+            runs[-1][1].append(item)
+        return runs
+
+    def advance(self, t: float) -> dict[str, int]:
+        """Moves the window to an input at time ``t``; returns what each stage forgot."""
+        if not self.due(t):
             return {}
-        self._last = now
-        return expire_before(self.stages, now - self.window_s)
+        self._last = self._step_start(t)
+        return expire_before(self.stages, self._last - self.window_s)

@@ -3,7 +3,7 @@
 One :class:`Batcher` process (a kafka-python consumer in its own group,
 ``<group_id>-batcher``) reads ``sieve.accepted``, ``sieve.rejected`` (for the
 window statistics of each batch) and ``sieve.control`` (operators' cut requests),
-feeds a :class:`quality.batches.BatchAssembler`, and announces every closed batch
+feeds a :class:`batches.assembler.BatchAssembler`, and announces every closed batch
 by publishing its manifest on ``sieve.batches`` with the batch id as key.
 
 Delivery: each poll's records are fed and fsynced into the batch state, the
@@ -23,9 +23,9 @@ from typing import Any, Callable
 
 import orjson
 
-from quality.batches import BatchAssembler
-from streams.batch_metrics import BatchMetrics
+from batches.assembler import BatchAssembler
 from streams.config import Settings
+from streams.metrics.batcher import BatchMetrics
 from streams.topics import client_kwargs, ensure_topics
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from quality.batches import BatchSettings
+from batches.assembler import BatchSettings
 from quality.config import PipelineSettings, load
 
 

@@ -12,21 +12,25 @@ import inspect
 import re
 import typing
 
+import streams.assemble  # noqa: F401 - the model stage registers (it shares pipeline.scoring)
 from streams.config import Settings
 
 _COMMENT = re.compile(r"^\s+(\w+)\s*:[^#]*#\s*(.+)$")
 
 
 def _comments(cls: type) -> dict[str, str]:
-    try:
-        source = inspect.getsource(cls)
-    except (OSError, TypeError):
-        return {}
-    out = {}
-    for line in source.splitlines():
-        m = _COMMENT.match(line)
-        if m:
-            out[m.group(1)] = m.group(2).strip()
+    """Trailing comments of the fields of ``cls`` and of its bases (``PipelineSettings`` is
+    assembled from the stage registry on top of ``CoreSettings``, whose source has them)."""
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        for line in source.splitlines():
+            m = _COMMENT.match(line)
+            if m:
+                out[m.group(1)] = m.group(2).strip()
     return out
 
 
@@ -55,8 +59,11 @@ def markdown() -> str:
     lines = [
         "# Configuration",
         "",
-        "Generated from the settings dataclasses (`streams/config.py`, `quality/config.py`) by",
-        "`python -m streams.config_docs`; a test fails when this page drifts from the code.",
+        "Generated from the settings dataclasses by `python -m streams.docs`; a test fails when this",
+        "page drifts from the code. `pipeline.*` is assembled from the stage registry: the core's",
+        "settings (`quality/config.py`) and one section per stage settings class, which lives with",
+        "its stage (`pipeline.filters` in `quality/filters/common.py`, `pipeline.scoring` in",
+        "`quality/scoring/gate.py`...); see docs/architecture.md.",
         "",
         "Precedence: defaults < TOML file (`--config FILE` or `$SIEVE_CONFIG`) < environment.",
         "In the file, a dotted key is a table: `pipeline.filters.max_total_chars = 20000` is",

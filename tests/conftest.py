@@ -1,4 +1,5 @@
-"""Shared test helpers: paths to the bundled test data, and the session's real Kafka broker.
+"""Shared test helpers: paths to the bundled test data, the one cheap pipeline (no model stages),
+and the session's real Kafka broker.
 
 One broker (``streams.local_kafka.LocalKafka``) is started per test session, on first use, on
 a free loopback port with its own temporary data directory; the integration tests
@@ -55,3 +56,20 @@ def unique_topic() -> str:
 def unique_group() -> str:
     """A consumer group id no other test uses: ``sieve-it-group-<hex>``."""
     return f"sieve-it-group-{uuid.uuid4().hex}"
+
+
+def _cheap_pipeline(**overrides):
+    from quality.config import PipelineSettings, load
+    from streams.assemble import build_pipeline
+
+    settings = load(PipelineSettings, env={},
+                    overrides={"scoring.enabled": False, "semantic_dedup.enabled": False, **overrides})
+    return build_pipeline(settings)
+
+
+@pytest.fixture
+def cheap_pipeline():
+    """Builds pipelines without the model stages (no encoder; scoring and semantic dedup off),
+    for tests about everything else. Keyword arguments are dotted setting overrides:
+    ``cheap_pipeline(**{"pii.policy": "reject"})``. Each call gives a fresh pipeline."""
+    return _cheap_pipeline

@@ -147,7 +147,8 @@ def ensure_base_image(podman: Podman, log: Path) -> tuple[str, float]:
             tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE)
             try:
                 podman.run("import",
-                           "--change", f"ENV PATH={venv}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                           "--change",
+                           f"ENV PATH={venv}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                            "--change", f"ENV PIP_CERT={HOST_CA_BUNDLE}",
                            "--change", f"ENV SSL_CERT_FILE={HOST_CA_BUNDLE}",
                            "--change", "ENV LANG=C.UTF-8",
@@ -188,7 +189,8 @@ def build_image(podman: Podman, dockerfile: str, tag: str, build_args: dict[str,
     """Build ``docker/<dockerfile>`` from the repository root as ``tag``; return the seconds it took.
 
     The build context is the repository minus ``docker/<dockerfile>.dockerignore``, which podman
-    reads beside the Dockerfile as BuildKit does. Steps run on the host network. ``--format docker``: the OCI image format has no HEALTHCHECK
+    reads beside the Dockerfile as BuildKit does. Steps run on the host network.
+    ``--format docker``: the OCI image format has no HEALTHCHECK
     (podman drops it with a warning). ``--layers``: an unchanged step is reused from the last
     build, so only a changed source tree is installed again; pip's downloads are kept in the
     Dockerfiles' cache mount (here: buildah's /var/tmp/buildah-cache) where the registry lets

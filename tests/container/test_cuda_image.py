@@ -25,8 +25,9 @@ print(torch.version.cuda, torch.backends.cudnn.version(), torch.cuda.is_availabl
 @pytest.fixture(scope="module")
 def cuda_image(podman, base_image, logs_dir) -> str:
     tag = "localhost/sieve-test:cuda"
-    podman_mod.TIMINGS["cuda_build_s"] = podman_mod.build_image(podman, "Dockerfile.cuda", tag, {"BASE_IMAGE": base_image},
-                                                     logs_dir / "build-cuda.log")
+    podman_mod.TIMINGS["cuda_build_s"] = podman_mod.build_image(podman, "Dockerfile.cuda", tag,
+                                                                {"BASE_IMAGE": base_image},
+                                                                logs_dir / "build-cuda.log")
     return tag
 
 

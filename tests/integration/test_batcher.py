@@ -17,9 +17,7 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from quality.batches import BatchAssembler, BatchSettings
-from quality.build import build_pipeline
-from quality.config import PipelineSettings, load
+from batches.assembler import BatchAssembler, BatchSettings
 from quality.filemode import read_records
 from streams.batcher import Batcher, batcher_group
 from streams.config import KafkaSettings, Settings
@@ -31,12 +29,6 @@ ROOT = Path(__file__).resolve().parents[2]
 RECV_TIMEOUT = 60.0
 #: Seconds a `sieve batches cut` subprocess may take (imports, connect, wait for the announcement).
 CLI_TIMEOUT = 120.0
-
-
-def cheap_pipeline():
-    """The pipeline without its model stages: batching does not depend on them (tests/models covers them)."""
-    return build_pipeline(load(PipelineSettings, env={},
-                               overrides={"scoring.enabled": False, "semantic_dedup.enabled": False}))
 
 
 def _trainer():
@@ -64,9 +56,8 @@ def env_for(s: Settings) -> dict[str, str]:
             "SIEVE_BATCHES__DIR": s.batches.dir}
 
 
-def real_envelopes() -> tuple[list[dict], list[dict]]:
+def real_envelopes(pipeline) -> tuple[list[dict], list[dict]]:
     """Accepted and rejected envelopes of the real test slice, as the worker would publish them."""
-    pipeline = cheap_pipeline()
     decisions = pipeline.process(list(read_records([ROOT / "tests" / "data" / "mit_sample.jsonl"])))
     versions = pipeline.versions()
     envs = [orjson.loads(orjson.dumps(d.envelope(versions), option=orjson.OPT_SERIALIZE_NUMPY)) for d in decisions]
@@ -152,10 +143,10 @@ def end_offset(bootstrap: str, topic: str) -> int:
         consumer.close()
 
 
-def test_batches_from_the_topic_load_verify_and_hold_each_id_once(kafka, tmp_path):
+def test_batches_from_the_topic_load_verify_and_hold_each_id_once(kafka, tmp_path, cheap_pipeline):
     base, group = f"sieve-it-{uuid.uuid4().hex}", f"sieve-it-group-{uuid.uuid4().hex}"
     s = settings_for(kafka.bootstrap, base, group, tmp_path / "batches", max_examples=20, max_age_s=0)
-    accepted, rejected = real_envelopes()
+    accepted, rejected = real_envelopes(cheap_pipeline())
     assert len(accepted) > 40
     first, rest = accepted[:30], accepted[30:]
 
@@ -202,10 +193,10 @@ def test_batches_from_the_topic_load_verify_and_hold_each_id_once(kafka, tmp_pat
         end_offset(kafka.bootstrap, s.kafka.accepted_topic)
 
 
-def test_a_batch_closed_offline_is_announced_on_start_and_a_trainer_follows(kafka, tmp_path):
+def test_a_batch_closed_offline_is_announced_on_start_and_a_trainer_follows(kafka, tmp_path, cheap_pipeline):
     base, group = f"sieve-it-{uuid.uuid4().hex}", f"sieve-it-group-{uuid.uuid4().hex}"
     s = settings_for(kafka.bootstrap, base, group, tmp_path / "batches", max_examples=0, max_age_s=0)
-    accepted, _ = real_envelopes()
+    accepted, _ = real_envelopes(cheap_pipeline())
     with BatchAssembler.from_settings(s.batches) as assembler:  # e.g. closed before a crash, never announced
         assembler.feed(accepted[:12])
     cut = subprocess.run([sys.executable, "-m", "streams.cli", "batches", "cut", "--dir", s.batches.dir],
@@ -279,7 +270,8 @@ class BatcherProcess:
 
 def test_end_to_end_raw_input_to_a_loadable_batch(kafka, tmp_path):
     """`sieve run` and `sieve batcher` as real processes: raw payloads in, announced batches a trainer loads."""
-    from stream_utils import Names, WorkerProcess, create_topics, produce as produce_raw, read_outputs
+    from stream_utils import Names, WorkerProcess, create_topics, read_outputs
+    from stream_utils import produce as produce_raw
 
     names = Names(f"sieve-it-{uuid.uuid4().hex}", f"sieve-it-group-{uuid.uuid4().hex}")
     env = {**names.env(kafka.bootstrap), "SIEVE_KAFKA__BATCHES_TOPIC": f"{names.base}.batches",

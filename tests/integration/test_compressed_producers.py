@@ -15,7 +15,6 @@ import base64
 import time
 import uuid
 
-import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic

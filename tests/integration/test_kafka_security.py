@@ -16,9 +16,9 @@ import time
 import uuid
 
 import pytest
-
 from secure_broker import SecureKafka
 from stream_utils import Names, WorkerProcess, slice_lines
+
 from streams.config import KafkaSettings
 from streams.topics import client_kwargs
 

@@ -21,7 +21,6 @@ from typing import Any
 
 import orjson
 import pytest
-
 from prom_utils import JOB, PrometheusServer, free_port, prometheus_binary
 from stream_utils import Names, WorkerProcess, create_topics, produce, read_outputs, wait_for_outputs
 

@@ -9,9 +9,9 @@ from collections import Counter
 
 import orjson
 import pytest
-
-from streams.cmd_demo import SAMPLE
 from stream_utils import ROOT
+
+from streams.cli.demo import SAMPLE
 
 pytestmark = pytest.mark.integration
 

@@ -8,12 +8,12 @@ from collections import Counter
 
 import orjson
 import pytest
-
-from quality.build import build_pipeline
-from quality.filemode import curate
-from streams.config import load_settings
 from stream_utils import (Names, WorkerProcess, bad_payloads, committed, create_topics, output_count, produce,
                           read_outputs, slice_lines, wait_for_outputs)
+
+from quality.filemode import curate
+from streams.assemble import build_pipeline
+from streams.config import load_settings
 
 pytestmark = pytest.mark.integration
 
@@ -111,7 +111,8 @@ def test_kill_9_and_restart_loses_nothing_and_decides_like_one_run(kafka, unique
     for key, value in names.env(kafka.bootstrap).items():
         monkeypatch.setenv(key, value)
     curate(build_pipeline(load_settings().pipeline), [src], tmp_path / "out")
-    file_accepted = {orjson.loads(line)["id"] for line in (tmp_path / "out" / "accepted.jsonl").read_bytes().splitlines()}
+    accepted_lines = (tmp_path / "out" / "accepted.jsonl").read_bytes().splitlines()
+    file_accepted = {orjson.loads(line)["id"] for line in accepted_lines}
     assert set(accepted) == file_accepted
     by_line = {}
     for name in ("accepted", "rejected", "dead_letter"):
@@ -298,11 +299,14 @@ def test_quota_windows_come_back_from_the_snapshot_plus_the_tail(kafka, unique_t
     import dataclasses
 
     import numpy as np
+
     from quality.config import PipelineSettings
     from quality.records import RawRecord
     from quality.state import save_snapshot
-    from quality.thresholds import policies_of
-    from streams.recovery import Frontier, quota_state, recover, snapshot_dir
+    from streams.recovery import Frontier, recover, snapshot_dir
+
+    def policies_of(stages):  # the quota windows are the quality gate's state
+        return [s.policy for s in stages if s.name == "quality_gate"]
 
     base = PipelineSettings()
     settings = dataclasses.replace(base, scoring=dataclasses.replace(base.scoring, quality_quota=0.5, quota_window=20),
@@ -313,7 +317,7 @@ def test_quota_windows_come_back_from_the_snapshot_plus_the_tail(kafka, unique_t
     out = _Decided(kafka.bootstrap, ks, rows, original)  # input order = (offset, partition) order
     out.publish(original.process(out.raws[:30]))
     frontier = Frontier({0: 15, 1: 15}, {t: {0: n} for t, n in out.written.items()})
-    meta = {**out.snapshot_meta(frontier), "quota_windows": quota_state(original)}
+    meta = out.snapshot_meta(frontier)  # the gate's windows are saved with the stages' state
     save_snapshot(original.stages, snapshot_dir(tmp_path / "state", ks), meta)
     out.publish(original.process(out.raws[30:60]))
     out.producer.close()
@@ -355,7 +359,8 @@ def test_a_recreated_raw_topic_stops_recovery_with_a_clear_error(kafka, unique_t
     producer.send(names["rejected"], orjson.dumps(old))
     producer.flush()
     producer.close()
-    from quality.config import PipelineSettings, ScoringSettings
+    from quality.config import PipelineSettings
+    from quality.scoring.gate import ScoringSettings
 
     with pytest.raises(ValueError, match="recreated"):
         recover(ks, build_pipeline(PipelineSettings(scoring=ScoringSettings(enabled=False))))

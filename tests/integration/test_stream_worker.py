@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from pathlib import Path
 
 import orjson
 import pytest
-
-from quality.build import build_pipeline
-from quality.filemode import curate
-from quality.pipeline import DEAD_LETTER_RAW_BYTES
-from streams.config import load_settings
 from stream_utils import (MAX_MESSAGE_BYTES, Names, WorkerProcess, bad_payloads, create_topics, produce,
                           read_outputs, slice_lines, wait_for_outputs)
+
+from quality.envelope import DEAD_LETTER_RAW_BYTES
+from quality.filemode import curate
+from streams.assemble import build_pipeline
+from streams.config import load_settings
 
 pytestmark = pytest.mark.integration
 

@@ -55,7 +55,8 @@ def _labelled(tmp_path):
     data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     labels.write_text("\n".join(json.dumps(r) for r in labs) + "\n")
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text("\n".join(json.dumps({"id": f"p{i}", "prompt": f"What is {i} times 2?", "chosen": f"It is {2 * i}.",
+    pairs.write_text("\n".join(json.dumps({"id": f"p{i}", "prompt": f"What is {i} times 2?",
+                                           "chosen": f"It is {2 * i}.",
                                            "rejected": "Herons are wading birds."}) for i in range(12)) + "\n")
     return data, labels, pairs
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from quality.build import build_pipeline
 from quality.config import PipelineSettings, load
 from quality.records import RawRecord
+from streams.assemble import build_pipeline
 from streams.metrics import SieveMetrics
 
 pytestmark = pytest.mark.models

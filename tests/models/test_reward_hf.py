@@ -80,8 +80,8 @@ def test_two_label_models_score_the_difference_and_others_are_refused(tmp_path):
 def test_model_stage_uses_the_reward_model_for_pairs(tiny, encoder):
     import orjson
 
-    from models.heads import load_head
     from models import DEFAULT_HEAD_DIR
+    from models.heads import load_head
     from models.reward_hf import HFRewardModel
     from models.stage import ModelScoreStage
     from quality.pipeline import Pipeline

@@ -11,12 +11,14 @@ import pytest
 from models import DEFAULT_HEAD_DIR
 from models.heads import load_head
 from models.stage import ModelScoreStage, embedding_text
-from quality.build import build_pipeline
-from quality.config import PipelineSettings, ScoringSettings
-from quality.pairs import PairMarginCheck, PairStructureFilter
+from quality.config import PipelineSettings
+from quality.filters.pairs import PairStructureFilter
 from quality.pipeline import Pipeline
 from quality.records import RawRecord
-from quality.thresholds import FixedThreshold, ThresholdPolicy, WindowQuota
+from quality.scoring.gate import QualityGate, ScoringSettings
+from quality.scoring.margin import PairMarginCheck
+from quality.scoring.thresholds import FixedThreshold, ThresholdPolicy, WindowQuota
+from streams.assemble import build_pipeline
 
 pytestmark = pytest.mark.models
 
@@ -41,31 +43,31 @@ def heads():
 
 
 def test_every_example_gets_its_scores_and_embedding(encoder, heads):
-    stage = ModelScoreStage(encoder, quality_head=heads[0], reward_head=heads[1],
-                            policy=ThresholdPolicy(FixedThreshold(0.0)))
-    out = Pipeline([stage]).process(raws(ROWS))
+    stage = ModelScoreStage(encoder, quality_head=heads[0], reward_head=heads[1])
+    out = Pipeline([stage, QualityGate(ThresholdPolicy(FixedThreshold(0.0)))]).process(raws(ROWS))
     assert [d.decision for d in out] == ["accepted"] * 4
     for d in out:
         assert 0.0 <= d.scores["quality"] <= 1.0
-        emb = d.example.features["embedding"]
+        emb = d.example.features.embedding
         assert emb.dtype == np.float32 and emb.shape == (384,)
         np.testing.assert_allclose(emb, encoder.encode([embedding_text(d.example)])[0], atol=1e-5)
     assert {"reward"} <= set(out[0].scores)
     pair = out[2].scores
     assert pair["reward_margin"] == pytest.approx(pair["reward_chosen"] - pair["reward_rejected"], abs=1e-5)
-    assert out[2].example.features["reward_margin"] == pytest.approx(pair["reward_margin"], abs=1e-5)
+    assert out[2].example.features.reward_margin == pytest.approx(pair["reward_margin"], abs=1e-5)
     assert stage.stats.seen == 4
 
 
 def test_low_quality_rejects_sft_only(encoder, heads):
-    stage = ModelScoreStage(encoder, quality_head=heads[0], policy=ThresholdPolicy(FixedThreshold(1.01)))
-    out = Pipeline([stage]).process(raws(ROWS))
+    """The model scores; the quality gate after it decides (it needs no model)."""
+    stage = ModelScoreStage(encoder, quality_head=heads[0])
+    gate = QualityGate(ThresholdPolicy(FixedThreshold(1.01)))
+    out = Pipeline([stage, gate]).process(raws(ROWS))
     assert [(d.decision, d.reasons) for d in out] == [("rejected", ["low_quality"])] * 2 + [("accepted", [])] + \
         [("rejected", ["low_quality"])]
-    assert stage.stats.rejected == {"low_quality": 3}
-    gated = ModelScoreStage(encoder, quality_head=heads[0], policy=ThresholdPolicy(FixedThreshold(1.01)),
-                            apply_quality_to_pairs=True)
-    assert Pipeline([gated]).process(raws(ROWS[2:3]))[0].reasons == ["low_quality"]
+    assert gate.stats.rejected == {"low_quality": 3} and stage.stats.rejected == {}
+    gated = QualityGate(ThresholdPolicy(FixedThreshold(1.01)), apply_quality_to_pairs=True)
+    assert Pipeline([stage, gated]).process(raws(ROWS[2:3]))[0].reasons == ["low_quality"]
 
 
 def test_quota_per_source_follows_input_order(encoder, heads):
@@ -74,7 +76,7 @@ def test_quota_per_source_follows_input_order(encoder, heads):
     rows = [{"id": f"x{i}", "source": "web", "instruction": "Name the capital of France.", "output": a}
             for i, a in enumerate(answers)] + [{**ROWS[0], "id": "y", "source": "ok"}]
     policy = ThresholdPolicy(FixedThreshold(0.0), {"web": WindowQuota(0.5, window=3, min_history=2)})
-    out = Pipeline([ModelScoreStage(encoder, quality_head=heads[0], policy=policy)]).process(raws(rows))
+    out = Pipeline([ModelScoreStage(encoder, quality_head=heads[0]), QualityGate(policy)]).process(raws(rows))
     scores = [d.scores["quality"] for d in out[:6]]
     assert len(set(scores)) == 6
     replay = WindowQuota(0.5, window=3, min_history=2)  # the same policy fed the same scores in input order
@@ -111,27 +113,31 @@ def test_build_pipeline_orders_the_stages_and_scores_in_score_mode():
     settings = PipelineSettings(scoring=ScoringSettings(device="cpu", batch_size=16, quality_threshold=1.01))
     pipe = build_pipeline(settings, score_mode=True)
     names = [s.name for s in pipe.stages]
-    assert names.index("pair_structure") < names.index("model_score") < names.index("pair_margin")
+    assert names.index("pair_structure") < names.index("model_score") < names.index("quality_gate") \
+        < names.index("pair_margin")
     if "semantic_dedup" in names:
         assert names.index("model_score") < names.index("semantic_dedup") < names.index("pair_margin")
     out = pipe.process(raws(ROWS + [{**ROWS[2], "id": "same", "rejected": ROWS[2]["chosen"]}]))
     assert all("quality" in d.scores for d in out)
     assert out[-1].reasons[0] == "pair_identical" and "reward_margin" in out[-1].scores
     version = pipe.versions()["stages"]["model_score"]
-    assert version["thresholds"]["default"] == {"kind": "fixed", "threshold": 1.01}
+    assert pipe.versions()["stages"]["quality_gate"]["thresholds"]["default"] == {"kind": "fixed", "threshold": 1.01}
     assert version["quality_head"]["sha256"] == load_head(DEFAULT_HEAD_DIR, "quality").meta["sha256"]
 
 
 def test_scoring_can_be_switched_off():
     names = [s.name for s in build_pipeline(PipelineSettings(scoring=ScoringSettings(enabled=False))).stages]
     assert "model_score" not in names and "pair_margin" not in names and "pair_structure" in names
+    assert "quality_gate" not in names
 
 
 def test_bad_scoring_settings_are_named():
     with pytest.raises(ValueError, match="quality_quota"):
-        ModelScoreStage.from_settings(ScoringSettings(device="cpu", quality_quota=1.5))
+        QualityGate.from_settings(ScoringSettings(device="cpu", quality_quota=1.5))
     with pytest.raises(ValueError, match="per_source"):
-        ModelScoreStage.from_settings(ScoringSettings(device="cpu", per_source=("web",)))
+        QualityGate.from_settings(ScoringSettings(device="cpu", per_source=("web",)))
+    with pytest.raises(ValueError, match="quality_quota"):  # and so does building the whole pipeline
+        build_pipeline(PipelineSettings(scoring=ScoringSettings(device="cpu", quality_quota=1.5)))
     with pytest.raises(ValueError, match="must be a quality head"):
         ModelScoreStage(None, quality_head=load_head(DEFAULT_HEAD_DIR, "reward"))
 
@@ -143,9 +149,10 @@ def test_warmed_pipeline_decides_semantic_duplicates_like_the_one_that_accepted(
 
     import orjson
 
-    from quality.build import build_pipeline
-    from quality.config import PipelineSettings, SemanticDedupSettings
+    from quality.config import PipelineSettings
+    from quality.dedup.semantic import SemanticDedupSettings
     from quality.records import RawRecord, parse
+    from streams.assemble import build_pipeline
 
     settings = PipelineSettings(semantic_dedup=SemanticDedupSettings(threshold=0.9),
                                 near_dedup=dataclasses.replace(PipelineSettings().near_dedup, enabled=False))

@@ -22,9 +22,9 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from quality.config import load
-from streams.batch_metrics import BatchMetrics
 from streams.cli import build_parser
 from streams.config import Settings
+from streams.metrics.batcher import BatchMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
@@ -102,7 +102,8 @@ def docker_compose() -> str:
 
 
 def test_compose_is_valid_for_docker_compose_itself():
-    args = [docker_compose(), "-f", str(COMPOSE)] + [a for p in PROFILES for a in ("--profile", p)] + ["config", "--quiet"]
+    profiles = [a for p in PROFILES for a in ("--profile", p)]
+    args = [docker_compose(), "-f", str(COMPOSE)] + profiles + ["config", "--quiet"]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
 

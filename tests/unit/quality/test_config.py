@@ -1,6 +1,7 @@
 import pytest
 
-from quality.config import FilterSettings, PipelineSettings, load
+from quality.config import PipelineSettings, load
+from quality.filters.common import FilterSettings
 
 
 def test_file_then_env_then_overrides(tmp_path):

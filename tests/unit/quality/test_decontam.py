@@ -5,7 +5,7 @@ import os
 import orjson
 import pytest
 
-from quality.decontam import BenchmarkIndex, BenchmarkItem, Decontaminator, bench_tokens, load_benchmarks
+from quality.decont.ngram import BenchmarkIndex, BenchmarkItem, Decontaminator, bench_tokens, load_benchmarks
 from quality.reasons import Reason
 from quality.records import Example, Message
 
@@ -57,7 +57,8 @@ def test_templated_prompt_sharing_boilerplate_passes(bench_file):
 
 def test_short_items_match_only_exactly(bench_file):
     stage = Decontaminator([bench_file])
-    v1, v2 = stage([ex(1, "what is the capital of FRANCE"), ex(2, "What is the capital of France? Explain its history.")])
+    v1, v2 = stage([ex(1, "what is the capital of FRANCE"),
+                    ex(2, "What is the capital of France? Explain its history.")])
     assert v1.reason is Reason.CONTAMINATED and v1.detail == "mt/1"
     assert v2.keep
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from quality.dedup_near import NearDedup
+from quality.dedup.near import NearDedup
 from quality.reasons import Reason
 from quality.records import Example, Message
 
@@ -129,13 +129,13 @@ def test_a_reused_id_is_not_taken_for_a_replay(batch_size):
 
 
 def test_default_pipeline_keeps_pairs_that_differ_only_in_the_rejected_side():
+    import dataclasses
+
     import orjson
 
-    from quality.build import build_pipeline
     from quality.config import PipelineSettings
     from quality.records import RawRecord
-
-    import dataclasses
+    from streams.assemble import build_pipeline
 
     base = PipelineSettings()
     settings = dataclasses.replace(base, scoring=dataclasses.replace(base.scoring, enabled=False),
@@ -147,3 +147,24 @@ def test_default_pipeline_keeps_pairs_that_differ_only_in_the_rejected_side():
     out = build_pipeline(settings).process([RawRecord(orjson.dumps(p), {"file": "t", "line": i})
                                             for i, p in enumerate(pairs)])
     assert [d.decision for d in out] == ["accepted", "accepted"], [d.reasons for d in out]
+
+
+def test_a_signature_made_with_other_settings_is_made_again():
+    """Signatures travel in the typed features; a stage with other MinHash settings must not
+    take one made for another (bench/eval_dedup.py runs several settings over the same examples)."""
+    from quality.dedup.near import NearDedup
+    from quality.records import Example, Message
+
+    def ex(i, text):
+        return Example(f"e{i}", "sft", "alpaca", (Message("user", "Tell me about it"), Message("assistant", text)))
+
+    a = ex(1, "the quick brown fox jumps over the lazy dog near the river bank today")
+    b = ex(2, "the quick brown fox jumps over the lazy dog near the river bank")
+    fresh = [ex(3, a.response_text), ex(4, b.response_text)]
+    bigram, five = NearDedup(ngram=2, threshold=0.5), NearDedup(ngram=5, threshold=0.5)
+    bigram([a, b])
+    assert a.features.minhash_key == bigram.signature_key
+    reused = [v.scores["near_jaccard"] for v in [five([a]), five([b])] for v in v]
+    five_fresh = NearDedup(ngram=5, threshold=0.5)
+    alone = [v.scores["near_jaccard"] for v in [five_fresh([fresh[0]]), five_fresh([fresh[1]])] for v in v]
+    assert reused == alone and a.features.minhash_key == five.signature_key

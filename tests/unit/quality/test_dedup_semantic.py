@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from quality.dedup_semantic import SemanticDedup, VectorIndex
+from quality.dedup.semantic import SemanticDedup, VectorIndex
 from quality.reasons import Reason
 from quality.records import Example, Message
 
@@ -18,7 +18,7 @@ def unit(v):
 def ex(i, vec=None):
     e = Example(str(i), "sft", "alpaca", (Message("user", f"prompt {i}"), Message("assistant", "answer")))
     if vec is not None:
-        e.features["embedding"] = vec
+        e.features.embedding = vec
     return e
 
 

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from quality.build import build_pipeline
 from quality.filemode import curate
+from streams.assemble import build_pipeline
 
 
 def test_every_line_in_exactly_one_output(tmp_path, mit_sample):

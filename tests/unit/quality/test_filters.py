@@ -1,13 +1,16 @@
+import orjson
 import pytest
 
-from quality.dedup_exact import ExactDedup
-from quality.filters import EmptyFilter, EncodingFilter, LengthFilter, RefusalFilter, RepetitionFilter
+from quality.dedup.exact import ExactDedup
+from quality.filters.empty import EmptyFilter
+from quality.filters.encoding import EncodingFilter
+from quality.filters.length import LengthFilter
+from quality.filters.refusal import RefusalFilter
+from quality.filters.repetition import RepetitionFilter
 from quality.normalize import normalize_example
 from quality.reasons import Reason
 from quality.records import RawRecord, parse
 from quality.stage import Stage
-
-import orjson
 
 
 def ex(obj, i=0):
@@ -112,7 +115,7 @@ def test_exact_dedup_within_batch_and_across_batches():
 def test_exact_index_snapshot_roundtrip():
     d = ExactDedup()
     d.commit([sft("Name a colour", "Blue")])
-    from quality.dedup_exact import ExactIndex
+    from quality.dedup.exact import ExactIndex
     restored = ExactDedup(ExactIndex.restore(d.index.snapshot()))
     (v,) = restored([sft("Name a colour", "Blue")])
     assert v.reason == Reason.DUPLICATE_EXACT

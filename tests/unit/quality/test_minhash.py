@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from quality.minhash import LSHIndex, MinHasher, candidate_probability, choose_bands, jaccard, text_of, tokens
+from quality.dedup.minhash import LSHIndex, MinHasher, candidate_probability, choose_bands, jaccard, text_of, tokens
 
 BASE = ("the quick brown fox jumps over the lazy dog while the farmer sleeps under an old oak tree "
         "near the river and dreams of a golden harvest in the autumn sun")

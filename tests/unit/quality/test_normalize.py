@@ -15,4 +15,5 @@ def test_code_indentation_survives_the_first_line_too():
 def test_joiners_that_carry_meaning_stay():
     family = "\U0001F468\u200d\U0001F469\u200d\U0001F467"
     assert normalize_text(family) == family
-    assert normalize_text("\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645") == "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"
+    persian = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"
+    assert normalize_text(persian) == persian

@@ -7,11 +7,12 @@ import math
 import orjson
 import pytest
 
+from quality.filters.pairs import PairStructureFilter, length_bias
 from quality.normalize import normalize_example
-from quality.pairs import MARGIN_FEATURE, PairMarginCheck, PairStructureFilter, length_bias
 from quality.pipeline import Pipeline
 from quality.reasons import Reason
 from quality.records import Example, RawRecord, parse
+from quality.scoring.margin import PairMarginCheck
 
 
 def ex(obj: dict) -> Example:
@@ -69,8 +70,8 @@ def test_sft_examples_pass_untouched():
 def test_margin_check_reads_the_model_stage_feature():
     stage = PairMarginCheck(min_margin=0.5)
     low, high, none = ex(PAIR), ex({**PAIR, "id": "q"}), ex({**PAIR, "id": "r"})
-    low.features[MARGIN_FEATURE] = 0.2
-    high.features[MARGIN_FEATURE] = 0.5
+    low.features.reward_margin = 0.2
+    high.features.reward_margin = 0.5
     verdicts = stage([low, high, none])
     assert [v.reason for v in verdicts] == [Reason.PAIR_LOW_MARGIN, None, None]
     assert stage.stats.rejected == {"pair_low_margin": 1}
@@ -100,7 +101,8 @@ def test_quality_never_imports_torch_at_import_time():
     import subprocess
     import sys
 
-    code = ("import sys, quality.build, quality.pairs, quality.thresholds, models, models.stage; "
+    code = ("import sys, quality.build, quality.filters.pairs, quality.scoring.thresholds, models, models.stage, "
+            "streams.assemble; "
             "bad = [m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,20 +1,11 @@
 """PII: each kind is found and redacted (or rejected); look-alikes in ordinary text are left alone."""
 
-import dataclasses
 
 import pytest
 
-from quality.build import build_pipeline
-from quality.config import PiiSettings, PipelineSettings
-from quality.pii import PiiRedactor, luhn_ok, redact
+from quality.filters.pii import PiiRedactor, luhn_ok, redact
 from quality.reasons import Reason
 from quality.records import Example, Message, RawRecord
-
-
-def cheap_settings(**kw):
-    """Pipeline settings without the model stage: these tests are about the cheap checks."""
-    base = PipelineSettings()
-    return dataclasses.replace(base, scoring=dataclasses.replace(base.scoring, enabled=False), **kw)
 
 
 @pytest.mark.parametrize("text, kind, placeholder", [
@@ -76,14 +67,14 @@ def test_reject_policy_gives_the_pii_reason():
     assert stage.stats.rejected[Reason.PII.value] == 1
 
 
-def test_pipeline_emits_the_redacted_example():
-    pipeline = build_pipeline(cheap_settings())
+def test_pipeline_emits_the_redacted_example(cheap_pipeline):
+    pipeline = cheap_pipeline()
     (d,) = pipeline.process([RawRecord(b'{"instruction": "Email bob@corp.com about the invoice", '
                                        b'"output": "Done, I wrote to bob@corp.com."}', {"file": "f", "line": 1})])
     assert d.decision == "accepted"
     assert "bob@corp.com" not in str(d.envelope({}))
     assert d.scores["pii_email"] == 2.0
-    reject = build_pipeline(cheap_settings(pii=PiiSettings(policy="reject")))
+    reject = cheap_pipeline(**{"pii.policy": "reject"})
     (d,) = reject.process([RawRecord(b'{"instruction": "Email bob@corp.com", "output": "ok then"}', {"line": 1})])
     assert d.decision == "rejected" and d.reasons == ["pii"]
 
@@ -96,7 +87,7 @@ def test_bad_settings_name_the_parameter():
 
 
 def test_versions_are_not_ip_addresses_and_prefixed_key_names_are_secrets():
-    from quality.pii import redact
+    from quality.filters.pii import redact
 
     for text in ("Version 1.2.3.4 is out", "upgrade to python 3.11.4.1", "tag v1.2.3.4"):
         assert redact(text) == (text, {})

@@ -3,12 +3,14 @@ import base64
 import orjson
 import pytest
 
-from quality.build import build_pipeline
-from quality.config import FilterSettings, PipelineSettings, ScoringSettings
+from quality.config import PipelineSettings
+from quality.filters.common import FilterSettings
 from quality.pipeline import Pipeline
 from quality.reasons import Reason
 from quality.records import RawRecord
+from quality.scoring.gate import ScoringSettings
 from quality.stage import KEEP, Stage
+from streams.assemble import build_pipeline
 
 
 def raws_from(path):
@@ -83,7 +85,8 @@ def test_first_reason_rejects_and_later_stages_do_not_see_it():
 
 def test_score_mode_runs_every_stage_and_keeps_going():
     p = build_pipeline(PipelineSettings(), score_mode=True)
-    raw = RawRecord(orjson.dumps({"instruction": "Hi", "output": "As an AI language model, no."}), {"file": "s", "line": 1})
+    raw = RawRecord(orjson.dumps({"instruction": "Hi", "output": "As an AI language model, no."}),
+                    {"file": "s", "line": 1})
     (d,) = p.process([raw, raw])[:1]
     assert d.decision == "rejected" and "refusal" in d.reasons
     assert p.stats()["exact_dedup"]["seen"] == 2  # nothing dropped before the last stage
@@ -157,7 +160,8 @@ def test_decisions_do_not_depend_on_how_input_is_cut_into_batches(tmp_path, mit_
     x = ("Write a short story about a lighthouse keeper who finds a message in a bottle and how it "
          "changes his quiet life on the rocky island far from the coast")
     rows = [{"id": "X", "instruction": x, "output": "Once upon a time a keeper found a bottle."},
-            {"id": "A", "instruction": x.replace("quiet", "calm"), "output": "Once upon a time a keeper found a bottle."},
+            {"id": "A", "instruction": x.replace("quiet", "calm"),
+             "output": "Once upon a time a keeper found a bottle."},
             {"id": "A2", "instruction": x.replace("quiet", "calm").upper(),
              "output": "ONCE UPON A TIME A KEEPER FOUND A BOTTLE."}]
     src = tmp_path / "in.jsonl"

@@ -6,7 +6,7 @@ DOCS = Path(__file__).parents[3] / "docs" / "reasons.md"
 
 
 def test_docs_table_matches_the_code():
-    assert markdown_table() in DOCS.read_text(), "run: python -m quality.reasons  and paste into docs/reasons.md"
+    assert markdown_table() in DOCS.read_text(), "run: python -m streams.docs"
 
 
 def test_codes_are_snake_case_and_stable():

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from quality.thresholds import FixedThreshold, ThresholdPolicy, WindowQuota, parse_per_source, parse_policy
+from quality.scoring.thresholds import FixedThreshold, ThresholdPolicy, WindowQuota, parse_per_source, parse_policy
 
 
 def test_fixed_threshold_keeps_at_or_above():

@@ -7,31 +7,29 @@ from types import SimpleNamespace
 import orjson
 import pytest
 
-from quality.build import build_pipeline
-from quality.config import PipelineSettings, load
+from quality.config import load
+from quality.envelope import OutputTooLarge, encode_envelope
 from quality.records import RawRecord
-from streams.agents import OutputTooLarge, RecentOrigins, encode_envelope, raw_from_event
+from streams.worker import RecentOrigins, raw_from_event
 
 LIMIT = 20_000
 
-#: The CPU-cheap stages only (no encoder): what these tests look at.
-HEURISTICS = load(PipelineSettings, env={}, overrides={"scoring.enabled": False, "semantic_dedup.enabled": False})
 
 
-def envelope(payload: bytes, **settings) -> dict:
-    pipeline = build_pipeline(HEURISTICS)
+def envelope(pipeline, payload: bytes) -> dict:
     (d,) = pipeline.process([RawRecord(payload, {"topic": "t", "partition": 0, "offset": 0})])
     return d.envelope(pipeline.versions())
 
 
-def test_small_envelopes_pass_unchanged():
-    env = envelope(orjson.dumps({"id": "x", "instruction": "Name a color.", "output": "Blue is a color."}))
+def test_small_envelopes_pass_unchanged(cheap_pipeline):
+    env = envelope(cheap_pipeline(),
+                   orjson.dumps({"id": "x", "instruction": "Name a color.", "output": "Blue is a color."}))
     assert orjson.loads(encode_envelope(env, LIMIT)) == env
 
 
-def test_large_rejected_envelope_drops_its_example_and_says_so():
+def test_large_rejected_envelope_drops_its_example_and_says_so(cheap_pipeline):
     text = "word " * 20_000  # 100k chars: rejected as too_long
-    env = envelope(orjson.dumps({"id": "big", "instruction": "Talk.", "output": text}))
+    env = envelope(cheap_pipeline(), orjson.dumps({"id": "big", "instruction": "Talk.", "output": text}))
     assert env["decision"] == "rejected" and env["reasons"] == ["too_long"]
     out = orjson.loads(encode_envelope(env, LIMIT))
     assert len(encode_envelope(env, LIMIT)) <= LIMIT
@@ -39,15 +37,16 @@ def test_large_rejected_envelope_drops_its_example_and_says_so():
     assert (out["id"], out["decision"], out["reasons"]) == ("big", "rejected", ["too_long"])
 
 
-def test_large_dead_letter_drops_raw_payload():
-    env = envelope(b'{"id": "dl", "output": "' + b"z" * 60_000)  # invalid_json, raw kept up to 64 KiB
+def test_large_dead_letter_drops_raw_payload(cheap_pipeline):
+    env = envelope(cheap_pipeline(), b'{"id": "dl", "output": "' + b"z" * 60_000)  # invalid_json, raw kept up to 64 KiB
     assert env["reasons"] == ["invalid_json"] and len(env["raw"]) == 60_024
     out = orjson.loads(encode_envelope(env, LIMIT))
     assert out["raw"] is None and "raw" in out["omitted"] and out["raw_bytes"] == 60_024
 
 
-def test_accepted_envelope_too_large_names_the_settings():
-    env = envelope(orjson.dumps({"id": "ok", "instruction": "Write.", "output": " ".join(f"w{i}" for i in range(5000))}))
+def test_accepted_envelope_too_large_names_the_settings(cheap_pipeline):
+    text = " ".join(f"w{i}" for i in range(5000))
+    env = envelope(cheap_pipeline(), orjson.dumps({"id": "ok", "instruction": "Write.", "output": text}))
     assert env["decision"] == "accepted"
     with pytest.raises(OutputTooLarge, match="max_total_chars.*max_output_bytes"):
         encode_envelope(env, LIMIT)
@@ -71,17 +70,17 @@ def test_recent_origins_forgets_the_oldest():
     assert len(recent) == 3 and ("t", 0, 1) not in recent and ("t", 0, 2) in recent and ("t", 0, 4) in recent
 
 
-def test_the_frontier_keeps_inputs_found_decided_that_the_worker_has_not_met_again():
+def test_the_frontier_keeps_inputs_found_decided_that_the_worker_has_not_met_again(cheap_pipeline):
     """A snapshot taken right after a restart, before the redelivered inputs of partition 1
     came back, must still name them decided; what the worker consumed moves its ends."""
     import asyncio
 
     from prometheus_client import CollectorRegistry
 
-    from streams.agents import StreamWorker
     from streams.config import Settings
     from streams.metrics import SieveMetrics
-    from streams.recovery import DecidedInputs
+    from streams.recovery import DecidedInputs, RecoveryResult
+    from streams.worker import StreamWorker
 
     settings = load(Settings, env={})
     raw = settings.kafka.raw_topic
@@ -89,8 +88,8 @@ def test_the_frontier_keeps_inputs_found_decided_that_the_worker_has_not_met_aga
     skip.add_range(0, 10, 20)  # the restored frontier of partition 0
     for offset in (50, 51, 52):  # tail envelopes of partition 1, past its committed offset
         skip.add((raw, 1, offset))
-    worker = StreamWorker(settings, build_pipeline(HEURISTICS), SieveMetrics(CollectorRegistry()), skip=skip,
-                          decided_end={0: 20})
+    worker = StreamWorker(settings, cheap_pipeline(), SieveMetrics(CollectorRegistry()),
+                          RecoveryResult(skip=skip, decided_end={0: 20}))
     assert worker.frontier().decided_end == {0: 20} and worker.frontier().pending == {1: [(50, 53)]}
 
     def event(partition: int, offset: int, payload: bytes) -> SimpleNamespace:
@@ -102,7 +101,7 @@ def test_the_frontier_keeps_inputs_found_decided_that_the_worker_has_not_met_aga
     async def publish(decisions):
         assert [d.origin["offset"] for d in decisions] == [53]
 
-    worker.publish = publish
+    worker.publisher.publish = publish
     asyncio.run(worker._handle_batch([event(1, 50, b"{}"), event(1, 51, b"{}"), event(1, 53, b"not json")]))
     assert worker.frontier().decided_end == {0: 20, 1: 54}
     assert worker.frontier().pending == {}  # 52 is below the new end: decided, and no longer pending

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from quality.batches import BatchAssembler
-from streams.batch_metrics import BatchMetrics
+from batches.assembler import BatchAssembler
 from streams.batcher import Batcher
 from streams.cli import main
 from streams.config import Settings
+from streams.metrics.batcher import BatchMetrics
 
 
 @pytest.fixture(autouse=True)

@@ -2,8 +2,6 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from streams.cli import COMMANDS, build_parser, main
 
 

@@ -6,7 +6,7 @@ DOCS = Path(__file__).parents[3] / "docs" / "configuration.md"
 
 
 def test_configuration_docs_match_the_settings():
-    assert DOCS.read_text() == markdown(), "run: python -m streams.config_docs > docs/configuration.md"
+    assert DOCS.read_text() == markdown(), "run: python -m streams.docs"
 
 
 def test_every_setting_has_an_env_var_that_loads(monkeypatch):

@@ -1,4 +1,4 @@
-"""streams/metrics.py on a fresh registry: series from real pipeline decisions, and the HTTP endpoints."""
+"""streams/metrics/worker.py on a fresh registry: series from real pipeline decisions, and the HTTP endpoints."""
 
 from __future__ import annotations
 
@@ -9,16 +9,12 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from quality.build import build_pipeline
-from quality.config import PipelineSettings, load
 from quality.records import RawRecord
 from streams.metrics import SieveMetrics, serve
 
 GOOD = {"instruction": "Name three primary colors.", "output": "Red, yellow and blue are the primary colors."}
 SOURCE = "teknium1/GPTeacher:Codegen/codegen-instruct.json"
 
-#: The CPU-cheap stages only (no encoder): what these tests look at.
-HEURISTICS = load(PipelineSettings, env={}, overrides={"scoring.enabled": False, "semantic_dedup.enabled": False})
 
 
 def raws() -> list[RawRecord]:
@@ -32,10 +28,10 @@ def raws() -> list[RawRecord]:
 
 
 @pytest.fixture
-def observed():
+def observed(cheap_pipeline):
     registry = CollectorRegistry()
     metrics = SieveMetrics(registry, source_allowlist=[SOURCE])
-    pipeline = build_pipeline(HEURISTICS)
+    pipeline = cheap_pipeline()
     decisions = pipeline.process(raws())
     metrics.observe_batch(pipeline, decisions, 0.02, lag={0: 7, 1: -3})
     return registry, metrics, pipeline

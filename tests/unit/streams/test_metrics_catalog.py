@@ -1,4 +1,4 @@
-"""The quality-level series of streams/metrics.py on a fresh registry, and docs/metrics.md against the code."""
+"""The quality-level series of streams/metrics/worker.py on a fresh registry, and docs/metrics.md against the code."""
 
 from __future__ import annotations
 
@@ -9,15 +9,12 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from quality.build import build_pipeline
-from quality.config import PipelineSettings, load
-from quality.pipeline import Decision
+from quality.envelope import Decision
 from quality.records import RawRecord
 from streams.metrics import DUPLICATE_KINDS, SieveMetrics
-from streams.metrics_docs import catalog, render
+from streams.metrics.docs import catalog, render
 
 ROOT = Path(__file__).resolve().parents[3]
-HEURISTICS = load(PipelineSettings, env={}, overrides={"scoring.enabled": False, "semantic_dedup.enabled": False})
 ANSWER = ("Photosynthesis is the process by which green plants, algae and some bacteria turn light energy, "
           "water and carbon dioxide into glucose and oxygen. It happens in the chloroplasts, where chlorophyll "
           "absorbs mostly red and blue light, and it feeds nearly every food chain on the planet.")
@@ -27,13 +24,13 @@ def value(registry, name, **labels):
     return registry.get_sample_value(name, labels)
 
 
-def test_duplicates_by_kind_start_at_zero_and_count_real_duplicates():
+def test_duplicates_by_kind_start_at_zero_and_count_real_duplicates(cheap_pipeline):
     registry = CollectorRegistry()
     metrics = SieveMetrics(registry)
     assert set(DUPLICATE_KINDS.values()) == {"exact", "near", "semantic"}
     for kind in ("exact", "near", "semantic"):
         assert value(registry, "sieve_duplicates_total", kind=kind) == 0
-    pipeline = build_pipeline(HEURISTICS)
+    pipeline = cheap_pipeline()
     base = {"instruction": "Explain photosynthesis in one sentence.", "output": ANSWER}
     near = {**base, "output": ANSWER + " Indeed."}  # one word more
     payloads = [{**base, "id": "a"}, {**base, "id": "b"}, {**near, "id": "c"}]
@@ -98,7 +95,7 @@ def test_catalog_lists_every_series_of_the_worker_and_the_batcher():
     names = [r.name for r in rows]
     assert len(names) == len(set(names))
     registry = CollectorRegistry()
-    from streams.batch_metrics import BatchMetrics
+    from streams.metrics.batcher import BatchMetrics
 
     SieveMetrics(registry)
     BatchMetrics(registry)
@@ -115,7 +112,7 @@ def test_catalog_lists_every_series_of_the_worker_and_the_batcher():
 def test_docs_metrics_md_is_generated_from_the_code():
     doc = ROOT / "docs" / "metrics.md"
     assert doc.read_text() == render(), \
-        "docs/metrics.md is stale: run `python -m streams.metrics_docs > docs/metrics.md`"
+        "docs/metrics.md is stale: run `python -m streams.metrics.docs > docs/metrics.md`"
 
 
 def test_readme_metrics_section_has_one_line_per_metric():

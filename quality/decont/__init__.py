@@ -1,0 +1,1 @@
+"""Decontamination: examples that reproduce an evaluation benchmark item."""

@@ -1,0 +1,5 @@
+"""Filters: stateless checks of one example at a time (heuristics, PII, pair structure).
+
+Each module holds one stage family and registers its stages (see :mod:`quality.registry`);
+the registry finds every module of this folder by itself.
+"""

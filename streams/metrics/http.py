@@ -1,0 +1,64 @@
+"""The small HTTP server of ``sieve run`` and ``sieve batcher``: ``/metrics``, ``/healthz``, ``/readyz``.
+
+``/metrics`` is the Prometheus text format, ``/healthz`` says the process is alive,
+``/readyz`` that recovery is done and the worker consumes (the batcher: subscribed).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+log = logging.getLogger(__name__)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    registry: CollectorRegistry
+    ready: Callable[[], bool]
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._send(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
+        elif path == "/healthz":
+            self._send(200, b"ok\n")
+        elif path == "/readyz":
+            ok = self.ready()
+            self._send(200 if ok else 503, b"ready\n" if ok else b"not ready: recovering or not consuming\n")
+        else:
+            self._send(404, b"try /metrics, /healthz or /readyz\n")
+
+    def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, fmt: str, *args) -> None:  # scrapes every few seconds: keep them out of the log
+        log.debug("http %s", fmt % args)
+
+
+def serve(registry: CollectorRegistry, host: str, port: int,
+          ready: Callable[[], bool] = lambda: True) -> ThreadingHTTPServer:
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` from a daemon thread; return the server.
+
+    ``port=0`` picks a free port: read it back from ``server.server_address[1]``.
+
+    Raises:
+        OSError: the port is taken (the message names it).
+    """
+    handler = type("SieveMetricsHandler", (_Handler,), {"registry": registry, "ready": staticmethod(ready)})
+    try:
+        server = ThreadingHTTPServer((host, port), handler)
+    except OSError as exc:
+        raise OSError(f"cannot serve metrics on {host}:{port} ({exc}); set metrics.port "
+                      "(SIEVE_METRICS__PORT) to a free port, or 0 for any") from exc
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="sieve-metrics", daemon=True).start()
+    return server
