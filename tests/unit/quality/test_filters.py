@@ -155,3 +155,53 @@ def test_refusal_variants(text):
 ])
 def test_refusal_lookalikes_pass(text):
     check(RefusalFilter(), sft("Write a short story", text), None)
+
+
+LEGIT_NON_ASCII = [
+    "Drangajökull (pronounced [ˈtrauŋkaˌjœːkʏtl̥]) is a glacier.",  # ftfy's badness flags this IPA
+    "English /ˈɪŋɡlɪʃ/, Welsh [ˈkəmraɨ̯ɡ], [ˈt͡ʃɛl.lo], tl̥ n̩ r̝̊ t̪ kʷ ɡʱ",
+    "Tiếng Việt có dấu: Hà Nội, Đà Nẵng",
+    "İstanbul'da ağaç, ŞİŞLİ ĞÜÇÖ",
+    "Zażółć gęślą jaźń; Dvořák, Škoda",
+    "Þórður Ævarsson á Ísafirði",
+    "Ελληνικά: ΑΘΗΝΑ, ζωή; Привет, мир! Ёлка",
+    "日本語のテキスト、中文，한국어; العربية; עברית; हिन्दी; ภาษาไทย",
+    "emoji 😀👍🏽 👨‍👩‍👧 and maths ∑ x² ≤ ∞ → ∀ε>0, ∫₀¹ f(x)dx, √2 ≈ 1.414",
+    "SÃO PAULO, MÃE; São Paulo é ótimo; Ñandú ¿Qué? ¡Olé!",
+    "€100, £5, ¥300, ½ ¼ ¾, 20°C ± 2, ‘single’ “double” — dash … Œuvre, Æsir",
+]
+
+
+@pytest.mark.parametrize("text", LEGIT_NON_ASCII)
+def test_encoding_keeps_legitimate_non_ascii(text):
+    check(EncodingFilter(), sft("Say something", text), None)
+
+
+MOJIBAKE = [
+    "The cafÃ© is open",  # UTF-8 read as Windows-1252
+    "itâ€™s nice and â€œquotedâ€",
+    "Ã¼ber alles, naÃ¯ve, SÃ£o Paulo",
+    "cafÃƒÂ© and ÃƒÂ¼ber",  # encoded twice
+    "ÐŸÑ€Ð¸Ð²ÐµÑ‚ Ð¼Ð¸Ñ€",  # Cyrillic
+    "æ—¥æœ¬èªž",  # Japanese
+    "ZaÅ¼Ã³Å‚Ä‡ and Ä°stanbul",
+    "I love it Ã°Å¸Ëœâ‚¬",  # emoji
+    "Crème brûlée, spelled CrÃ¨me brÃ»lÃ©e on the old menu",  # right and broken side by side
+    "20Â°C and Â£100",
+]
+
+
+@pytest.mark.parametrize("text", MOJIBAKE)
+def test_encoding_rejects_mojibake_ftfy_can_repair(text):
+    f = EncodingFilter()
+    (v,) = f([sft("Say something", text)])
+    assert v.reason == Reason.BAD_ENCODING and v.detail == "mojibake"
+
+
+def test_encoding_rejects_dense_mojibake_beyond_repair_but_not_dense_ipa():
+    # "你好，世界" as Windows-1252 with the no-break space lost: ftfy cannot repair it
+    (v,) = EncodingFilter()([sft("Say hello in Chinese", "ä½ å¥½ï¼Œä¸–ç•Œ")])
+    assert v.reason == Reason.BAD_ENCODING and v.detail == "mojibake (beyond repair)"
+    ipa = ("Drangajökull [ˈtrauŋkaˌjœːkʏtl̥], Eyjafjallajökull [ˈeiːjaˌfjatlaˌjœːkʏtl̥], Þingvellir [ˈθiŋkˌvɛtlɪr̥], "
+           "Hvannadalshnúkur [ˈkʰvanːaˌtalsˌn̥uːkʏr̥], Xhosa [ǁʰosa], ɓ ɗ ʄ ɠ ʛ, ʈ ɖ ɳ ɭ ʂ ʐ, ɸ β θ ð ʃ ʒ ç ʝ x ɣ χ ʁ ħ ʕ")
+    check(EncodingFilter(), sft("Pronounce these", ipa), None)
