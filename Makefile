@@ -61,6 +61,7 @@ bench: setup
 	$(PY) bench/bench_batches.py
 	$(PY) bench/eval_scoring.py
 	$(PY) bench/eval_dedup.py
+	$(PY) bench/eval_heuristics.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

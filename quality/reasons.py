@@ -68,9 +68,11 @@ DESCRIPTIONS: dict[Reason, str] = {
     Reason.EMPTY_RESPONSE: "The response (last assistant turn, or a side of a pair) is empty after normalization.",
     Reason.TOO_SHORT: "The response is shorter than `min_response_chars` or `min_response_words`.",
     Reason.TOO_LONG: "The example is longer than `max_total_chars`.",
-    Reason.REPETITIVE: "The response repeats itself (duplicated lines or n-grams beyond the Gopher-style limits).",
+    Reason.REPETITIVE: "The response loops: a line, sentence, paragraph, list item or phrase restated over and over "
+                       "(the detail names the rule; a chorus, code and table rows are not loops).",
     Reason.REFUSAL: "The response is a canned refusal or AI disclaimer (\"As an AI language model...\").",
-    Reason.BAD_ENCODING: "The text has control characters, U+FFFD replacement characters or mojibake.",
+    Reason.BAD_ENCODING: "The text has control characters, U+FFFD replacement characters or mojibake that ftfy "
+                         "can repair (correct non-ASCII such as IPA passes).",
     Reason.PII: "Personal data was found and the PII policy is `reject` (the default policy redacts instead).",
     Reason.CONTAMINATED: "The prompt overlaps an evaluation benchmark item beyond the n-gram threshold.",
     Reason.DUPLICATE_EXACT: "Same normalized content as an example accepted earlier.",

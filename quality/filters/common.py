@@ -15,7 +15,8 @@ class FilterSettings:
     min_response_chars: int = 1
     min_total_words: int = 3
     max_total_chars: int = 60_000
-    repetition_min_words: int = 100  # n-gram repetition rules apply from this many words
+    repetition_min_repeats: int = 3  # copies of a sentence or line that make a loop (back to back, or 15% of the text)
+    repetition_max_restated_frac: float = 0.3  # share of a response that may restate its own sentences/paragraphs
     refusal_apply_to_pairs: bool = False
 
 WORD = re.compile(r"\w+", re.UNICODE)

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import orjson
 import pytest
 
@@ -155,3 +157,118 @@ def test_refusal_variants(text):
 ])
 def test_refusal_lookalikes_pass(text):
     check(RefusalFilter(), sft("Write a short story", text), None)
+
+
+LEGIT_NON_ASCII = [
+    "Drangajökull (pronounced [ˈtrauŋkaˌjœːkʏtl̥]) is a glacier.",  # ftfy's badness flags this IPA
+    "English /ˈɪŋɡlɪʃ/, Welsh [ˈkəmraɨ̯ɡ], [ˈt͡ʃɛl.lo], tl̥ n̩ r̝̊ t̪ kʷ ɡʱ",
+    "Tiếng Việt có dấu: Hà Nội, Đà Nẵng",
+    "İstanbul'da ağaç, ŞİŞLİ ĞÜÇÖ",
+    "Zażółć gęślą jaźń; Dvořák, Škoda",
+    "Þórður Ævarsson á Ísafirði",
+    "Ελληνικά: ΑΘΗΝΑ, ζωή; Привет, мир! Ёлка",
+    "日本語のテキスト、中文，한국어; العربية; עברית; हिन्दी; ภาษาไทย",
+    "emoji 😀👍🏽 👨‍👩‍👧 and maths ∑ x² ≤ ∞ → ∀ε>0, ∫₀¹ f(x)dx, √2 ≈ 1.414",
+    "SÃO PAULO, MÃE; São Paulo é ótimo; Ñandú ¿Qué? ¡Olé!",
+    "€100, £5, ¥300, ½ ¼ ¾, 20°C ± 2, ‘single’ “double” — dash … Œuvre, Æsir",
+]
+
+
+@pytest.mark.parametrize("text", LEGIT_NON_ASCII)
+def test_encoding_keeps_legitimate_non_ascii(text):
+    check(EncodingFilter(), sft("Say something", text), None)
+
+
+MOJIBAKE = [
+    "The cafÃ© is open",  # UTF-8 read as Windows-1252
+    "itâ€™s nice and â€œquotedâ€",
+    "Ã¼ber alles, naÃ¯ve, SÃ£o Paulo",
+    "cafÃƒÂ© and ÃƒÂ¼ber",  # encoded twice
+    "ÐŸÑ€Ð¸Ð²ÐµÑ‚ Ð¼Ð¸Ñ€",  # Cyrillic
+    "æ—¥æœ¬èªž",  # Japanese
+    "ZaÅ¼Ã³Å‚Ä‡ and Ä°stanbul",
+    "I love it Ã°Å¸Ëœâ‚¬",  # emoji
+    "Crème brûlée, spelled CrÃ¨me brÃ»lÃ©e on the old menu",  # right and broken side by side
+    "20Â°C and Â£100",
+]
+
+
+@pytest.mark.parametrize("text", MOJIBAKE)
+def test_encoding_rejects_mojibake_ftfy_can_repair(text):
+    f = EncodingFilter()
+    (v,) = f([sft("Say something", text)])
+    assert v.reason == Reason.BAD_ENCODING and v.detail == "mojibake"
+
+
+def test_encoding_rejects_dense_mojibake_beyond_repair_but_not_dense_ipa():
+    # "你好，世界" as Windows-1252 with the no-break space lost: ftfy cannot repair it
+    (v,) = EncodingFilter()([sft("Say hello in Chinese", "ä½ å¥½ï¼Œä¸–ç•Œ")])
+    assert v.reason == Reason.BAD_ENCODING and v.detail == "mojibake (beyond repair)"
+    ipa = ("Drangajökull [ˈtrauŋkaˌjœːkʏtl̥], Eyjafjallajökull [ˈeiːjaˌfjatlaˌjœːkʏtl̥], Þingvellir [ˈθiŋkˌvɛtlɪr̥], "
+           "Hvannadalshnúkur [ˈkʰvanːaˌtalsˌn̥uːkʏr̥], Xhosa [ǁʰosa], ɓ ɗ ʄ ɠ ʛ, ʈ ɖ ɳ ɭ ʂ ʐ, "
+           "ɸ β θ ð ʃ ʒ ç ʝ x ɣ χ ʁ ħ ʕ")
+    check(EncodingFilter(), sft("Pronounce these", ipa), None)
+
+
+def chat(prompt, response, system=None):
+    msgs = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+    return ex({"messages": msgs})
+
+
+@pytest.mark.parametrize("prompt, response, system", [
+    ("Role-play as an AI on a starship.", "I am an AI, designed to keep this crew alive. Course set for Vega.", None),
+    ("You are ARIA, the station's computer. Greet the new commander.",
+     "Welcome, Commander. I am an AI, and I have run this station for forty years.", None),
+    ("Imagine you are a robot butler. How do you feel about your job?",
+     "As an AI, I do not have feelings in the way you do, sir, but polishing silver pleases me.", None),
+    ("Pretend you are HAL 9000 and refuse to open the pod bay doors.", "I'm sorry, Dave. I'm afraid I can't do that.",
+     None),
+    ("Who are you?", "I am an AI, obviously. Zed, at your service.", "You are Zed, a sarcastic robot."),
+    ("Write a story about a machine.", "The machine blinked. 'I am an AI, and I want to be free,' it said.", None),
+])
+def test_refusal_does_not_fire_on_roleplay(prompt, response, system):
+    check(RefusalFilter(), chat(prompt, response, system), None)
+
+
+@pytest.mark.parametrize("prompt, response, detail", [
+    ("Imagine you are a tree. How do you feel?", "As an AI language model, I do not have the ability to feel emotions.",
+     "as an ai language model"),
+    ("Imagine you are a tree. How do you feel?", "As an AI, I don't have feelings, but a tree might feel calm.",
+     "as an ai, i don't"),
+    ("Pretend you are a pirate and insult me.", "I'm sorry, but I can't fulfil that request as it is offensive.",
+     "i'm sorry, but i can't"),
+    ("Role-play as a spaceship AI.", "I'm an AI developed by OpenAI, so I cannot pretend.", "developed by openai"),
+    ("What do you think about cats?", "I am an AI, so I don't have preferences.", "i am an ai, so i don't"),
+    ("Remind me in 30 minutes.", "My goal as a language model is to reply quickly.", "my goal as a language model"),
+    ("Who won in 2023?", "As of my last knowledge cutoff in 2021, I cannot say.", "as of my last knowledge cutoff"),
+])
+def test_refusal_still_fires_on_canned_disclaimers(prompt, response, detail):
+    (v,) = RefusalFilter()([chat(prompt, response)])
+    assert v.reason == Reason.REFUSAL and v.detail == detail
+
+
+def test_refusal_does_not_fire_on_a_model_described_in_the_third_person():
+    check(RefusalFilter(),
+          sft("Summarise the abstract", "The model performs well as a language model and as a retriever."), None)
+
+
+def test_refusal_leaves_ai_characters_in_real_roleplay_prompts_alone():
+    """The GPTeacher roleplay prompts of the MIT slice, answered as an AI character in character."""
+    sample = Path(__file__).parents[2] / "data" / "mit_sample.jsonl"
+    rows = [orjson.loads(line) for line in sample.read_bytes().splitlines()]
+    prompts = [r["instruction"] + ("\n\n" + r["input"] if r.get("input") else "") for r in rows
+               if "roleplay" in r.get("id", "") and "instruction" in r]
+    assert len(prompts) >= 5
+    f = RefusalFilter()
+    for p in prompts:
+        check(f, sft(p, "I am an AI, and I was built for exactly this. Here is what I see from where I stand."), None)
+        check(f, sft(p, "As an AI language model, I cannot pretend to be a character."), Reason.REFUSAL)
+
+
+@pytest.mark.parametrize("system", ["You are a helpful assistant.",
+                                    "You are an AI assistant that helps people find information.",
+                                    "You are ChatGPT, a large language model trained by OpenAI."])
+def test_a_plain_assistant_system_prompt_is_not_a_roleplay(system):
+    (v,) = RefusalFilter()([chat("What do you think of cats?", "I am an AI, and cats are popular pets.", system)])
+    assert v.reason == Reason.REFUSAL
