@@ -63,6 +63,10 @@ def build_app(settings: Settings, *, datadir: str | Path | None = None) -> Any:
         # topics itself (streams/topics.py) with the configured partitions
         topic_disable_leader=True,
         topic_allow_declare=False,
+        # no tables, so no standbys: faust then assigns partitions with aiokafka's round robin.
+        # faust's own assignor asserts on a topic that metadata shows with 0 partitions, which a
+        # raw topic being recreated does for a moment (measured: the worker crashed)
+        table_standby_replicas=0,
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=kafka.commit_interval_s,

@@ -36,6 +36,7 @@ class KafkaSettings:
     max_output_bytes: int = 1_000_000        # producer max_request_size; larger envelopes drop their example
     max_fetch_bytes: int = 2 * 1024 * 1024   # consumer per-partition fetch size (> broker's 1 MiB message max)
     session_timeout_s: float = 45.0          # a dead worker's partitions move after this long
+    topic_check_interval_s: float = 5.0      # how often the raw topic's id (recreated?) and the broker are checked
     # SASL/SSL pass-through (see docs/security.md)
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None

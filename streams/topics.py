@@ -82,6 +82,7 @@ def ensure_topics(kafka: KafkaSettings, topics: list[str] | None = None) -> list
 
     Raises:
         ValueError: ``partitions`` or ``replication_factor`` below 1.
+        KafkaUnreachable: no broker answered (the message says what to check).
     """
     from kafka.admin import KafkaAdminClient
     from kafka.errors import TopicAlreadyExistsError
@@ -90,15 +91,17 @@ def ensure_topics(kafka: KafkaSettings, topics: list[str] | None = None) -> list
         raise ValueError(f"kafka.partitions must be >= 1, got {kafka.partitions}")
     if kafka.replication_factor < 1:
         raise ValueError(f"kafka.replication_factor must be >= 1, got {kafka.replication_factor}")
-    from kafka.errors import KafkaTimeoutError
+    from kafka.errors import KafkaConnectionError, KafkaTimeoutError
+
+    from streams.exit_codes import KafkaUnreachable
 
     wanted = topics if topics is not None else worker_topics(kafka)
     try:
         admin = KafkaAdminClient(request_timeout_ms=ADMIN_TIMEOUT_MS, client_id="sieve-admin",
                                  **client_kwargs(kafka))
-    except KafkaTimeoutError as exc:
+    except (KafkaTimeoutError, KafkaConnectionError) as exc:
         # kafka-python does not name authentication failures: say what to check
-        raise ValueError(
+        raise KafkaUnreachable(
             f"cannot reach Kafka at kafka.brokers={kafka.brokers!r} with "
             f"kafka.security_protocol={kafka.security_protocol!r}"
             f"{f', kafka.sasl_mechanism={kafka.sasl_mechanism!r}' if kafka.sasl_mechanism else ''} "

@@ -90,9 +90,16 @@ class SieveMetrics:
                                           ["stage"], buckets=BATCH_SIZE_BUCKETS, registry=r)
         self.model_throughput = Gauge("sieve_model_examples_per_second", "Examples per second of model time in "
                                       "the last batch a model stage ran.", ["stage"], registry=r)
+        self.topic_switches = Counter("sieve_raw_topic_switches", "Times the raw topic was found deleted and "
+                                      "created again (a new Kafka topic id) and the worker moved to the new one.",
+                                      registry=r)
+        self.stale_inputs = Counter("sieve_stale_inputs_dropped", "Inputs dropped undecided because they were "
+                                    "fetched before a raw topic switch or a rebalance (they are read again).",
+                                    registry=r)
         for kind in DUPLICATE_KINDS.values():  # every kind shows as 0 before its first duplicate
             self.duplicates.labels(kind)
         self._last_stats: dict[str, dict] = {}
+        self._lag_partitions: set[str] = set()  # partition labels of sieve_consumer_lag
 
     def source_label(self, source: str | None) -> str:
         if not source:
@@ -139,6 +146,18 @@ class SieveMetrics:
             if stage.rebuilt_from == "accepted":
                 self.dedup_index_size.labels(stage.name.removesuffix("_dedup")).set(stage.size())
 
+    def forget_partitions(self, partitions: Iterable[int]) -> None:
+        """Drop the lag series of raw partitions this worker no longer reads (of a deleted topic)."""
+        for partition in partitions:
+            if str(partition) in self._lag_partitions:
+                self.consumer_lag.remove(str(partition))
+                self._lag_partitions.discard(str(partition))
+
+    def keep_partitions(self, partitions: Iterable[int]) -> None:
+        """After a rebalance: drop the lag series of every raw partition not in ``partitions``."""
+        keep = {str(p) for p in partitions}
+        self.forget_partitions([p for p in self._lag_partitions if p not in keep])
+
     def observe_batch(self, pipeline: Pipeline, decisions: Sequence[Decision], seconds: float,
                       lag: Mapping[int, int] | None = None) -> None:
         """Everything about one finished batch: sizes, time, decisions, stages, indexes and lag."""
@@ -149,4 +168,5 @@ class SieveMetrics:
         self.observe_index_sizes(pipeline)
         for partition, value in (lag or {}).items():
             self.consumer_lag.labels(str(partition)).set(max(0, value))
+            self._lag_partitions.add(str(partition))
         self.last_batch.set(time.time())
