@@ -87,7 +87,8 @@ def encode_envelope(env: dict[str, Any], limit: int | None = None) -> bytes:
 
     Rejected and dead-letter envelopes that are too large lose, in turn, their
     example, their raw payload and most of their error text, and say so in an
-    ``omitted`` field. An accepted envelope can only lose its metadata; an accepted
+    ``omitted`` field. An accepted envelope can only lose its state features (a stream
+    driver's, see ``streams.recovery.envelopes.state_features``) and its metadata; an accepted
     example that alone is too large raises :class:`OutputTooLarge` (lower
     ``pipeline.filters.max_total_chars`` or raise ``kafka.max_output_bytes``).
     """
@@ -96,7 +97,7 @@ def encode_envelope(env: dict[str, Any], limit: int | None = None) -> bytes:
         return data
     size = len(data)
     env = dict(env)
-    steps = ["metadata"] if env.get("decision") == "accepted" else ["example", "raw", "error", "metadata"]
+    steps = ["features", "metadata"] if env.get("decision") == "accepted" else ["example", "raw", "error", "metadata"]
     dropped = []
     for key in steps:
         if env.get(key) is None:
@@ -113,12 +114,17 @@ def encode_envelope(env: dict[str, Any], limit: int | None = None) -> bytes:
                          "kafka.max_output_bytes (and the topic's max.message.bytes)")
 
 
-def encode_output(d: Decision, versions: Mapping[str, Any], limit: int | None = None) -> tuple[DecisionKind, bytes]:
+def encode_output(d: Decision, versions: Mapping[str, Any], limit: int | None = None,
+                  extra: Mapping[str, Any] | None = None) -> tuple[DecisionKind, bytes]:
     """Where a decision's envelope goes and its bytes. An envelope that cannot fit in
     ``limit`` even after shrinking becomes a small ``too_large`` dead letter instead:
-    bad input must not stop a driver (a restart would meet the same input again)."""
+    bad input must not stop a driver (a restart would meet the same input again).
+    ``extra`` fields are added to the envelope (a stream driver's state features)."""
     try:
-        return d.decision, encode_envelope(d.envelope(versions), limit)
+        env = d.envelope(versions)
+        if extra:
+            env.update(extra)
+        return d.decision, encode_envelope(env, limit)
     except OutputTooLarge as exc:
         return "dead_letter", orjson.dumps({"id": d.id, "decision": "dead_letter", "reasons": ["too_large"],
                                             "scores": {}, "example": None, "origin": dict(d.origin), "raw": None,

@@ -1,7 +1,8 @@
 """Exit statuses of ``sieve run`` (and the other commands), in one place.
 
 A supervisor (systemd, Kubernetes, Docker's restart policy) tells them apart: 2 needs a
-person (a setting is wrong), 69 and 75 and 76 go away by themselves or by a restart.
+person (a setting is wrong), 69 and 75 and 76 go away by themselves or by a restart, 77
+says another process owns this one's job now.
 ``sieve run --help`` and docs/streams.md list them; tests/unit/streams/test_cli.py
 checks that the help names every one.
 """
@@ -24,6 +25,10 @@ EXIT_DELIVERY_FAILED = 75
 #: The raw topic was deleted and created again, and the worker could not move its consumer
 #: to the new topic in place: restart; recovery then reads the new topic from its beginning.
 EXIT_TOPIC_SWITCH_FAILED = 76
+#: Another process took over this one's transactional id (a newer ``--role all`` in the same
+#: group, or a decider that took the scored partition over): this one's open transaction was
+#: aborted and it may write nothing more. Do not restart it blindly: see the message.
+EXIT_FENCED = 77
 
 #: ``(status, meaning)`` for help texts, in order.
 EXIT_STATUSES = (
@@ -37,6 +42,9 @@ EXIT_STATUSES = (
                            "committed; restart"),
     (EXIT_TOPIC_SWITCH_FAILED, "the raw topic was recreated and the consumer could not move to it in "
                                "place: restart (recovery reads the new topic from its beginning)"),
+    (EXIT_FENCED, "fenced: another process took over this one's transactional id (a second --role all in "
+                  "the same group, or a decider that took over); nothing this one wrote after that is "
+                  "committed. Run one --role all per group, or use --role score/decide to scale"),
 )
 
 
@@ -79,6 +87,7 @@ _HINTS = {
                                "restarted worker creates it again) or a broker is down",
     "OutputTooLarge": "lower pipeline.filters.max_total_chars or raise kafka.max_output_bytes",
     "CancelledError": "the batch was cancelled while the worker stopped",
+    "ProducerFenced": "another process took over this transactional id (see exit status 77)",
 }
 
 

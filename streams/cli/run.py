@@ -11,13 +11,32 @@ from pathlib import Path
 log = logging.getLogger("sieve.run")
 
 HELP = """\
+Roles (--role, or SIEVE_ROLE / role in the settings file; default all):
+  all      one process does everything below (the demo, small installs). Its outputs
+           are Kafka transactions under the fixed id <group>-all: a second `all` in the
+           same group fences the first, which exits 77 (run one `all` per group).
+  score    stage 1 only: parse, normalize, PII, heuristics, decontamination, exact hash,
+           MinHash signature, the model. Stateless and at-least-once: run any number
+           (a GPU each), over the raw topic's partitions, in group <group>-score. Each
+           writes one record per input to kafka.scored_topic (default sieve.scored).
+  decide   stage 2 only: exact, near and semantic dedup, quality gate, pair margin.
+           Group <group>-decide; the one decider the group assigns the scored partition
+           to owns it (transactional id <group>-decide-<partition>) and is the only
+           writer of the outputs, exactly once; the others are standbys (/readyz 503
+           "standby") that take over, fencing the old owner, when it dies or freezes.
+  Every consumer of the output topics must read read_committed. docs/streams.md
+  ("Roles") has the topology, the failure modes and how to scale.
+
+The rest of this text describes the `all` role; `score` does its stage-1 part,
+`decide` its stage-2 part.
+
 Consumes the raw topic (kafka.raw_topic, default sieve.raw) in micro-batches of up to
 kafka.batch_max messages or kafka.batch_within_s seconds, runs the same pipeline as
 `sieve curate`, and writes one envelope per input message (key = example id) to
 kafka.accepted_topic, kafka.rejected_topic or kafka.dead_letter_topic.
 
-Delivery: an input offset is committed only after the broker acknowledged its output
-(acks=all, idempotent producer). After a crash the uncommitted inputs come back; the
+Delivery: an input offset is committed only after its output is committed (acks=all,
+one transaction per batch). After a crash the uncommitted inputs come back; the
 worker first reads the output topics, skips inputs that were already decided and
 rebuilds its dedup state from the accepted topic, so no id is accepted twice and the
 decisions match an uninterrupted run. If an output cannot be delivered the worker
@@ -66,6 +85,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--brokers", help="bootstrap servers host:port[,host:port] (kafka.brokers)")
     p.add_argument("--group-id", help="consumer group (kafka.group_id, default sieve)")
     p.add_argument("--metrics-port", type=int, help="HTTP port of /metrics, /healthz, /readyz (metrics.port)")
+    p.add_argument("--role", choices=("all", "score", "decide"),
+                   help="all (default: everything in one process), score (stage 1, any number) or decide "
+                        "(stage 2, one owner plus standbys); see above (role)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar during recovery")
     p.set_defaults(func=run)
 
@@ -83,8 +105,12 @@ def run(args: argparse.Namespace) -> int:
     quiet_client_logs()
     repeats = limit_repeats()
     overrides = {k: v for k, v in {"kafka.brokers": args.brokers, "kafka.group_id": args.group_id,
-                                   "metrics.port": args.metrics_port}.items() if v is not None}
+                                   "metrics.port": args.metrics_port, "role": getattr(args, "role", None)}.items()
+                 if v is not None}
     settings = load_settings(args.config, overrides=overrides)
+    from streams.roles.groups import check_role
+
+    check_role(settings.role)
     kafka = settings.kafka
     max_chars = settings.pipeline.filters.max_total_chars
     if 4 * max_chars + 65536 > kafka.max_output_bytes:
@@ -99,6 +125,10 @@ def run(args: argparse.Namespace) -> int:
     host, port = server.server_address[:2]
     log.info("metrics on http://%s:%d/metrics (also /healthz, /readyz)", host, port)
     try:
+        if settings.role == "decide":
+            from streams.roles.run_decider import run_decider
+
+            return run_decider(settings, state)
         return _consume(args, settings, state)
     finally:
         server.shutdown()
@@ -124,25 +154,35 @@ def _consume(args: argparse.Namespace, settings, state: dict) -> int:  # noqa: A
     from streams.assemble import build_pipeline
     from streams.metrics import SieveMetrics
     from streams.recovery import recover
-    from streams.topics import ensure_topics
+    from streams.roles.fencing import fence_previous
+    from streams.roles.groups import role_kafka, transactional_id
+    from streams.roles.scorer import scorer_start
+    from streams.topics import ensure_topics, worker_topics
     from streams.worker import StreamWorker, register_agent
     from streams.worker.topic_switch import attach_topic_identity
 
-    kafka = settings.kafka
-    created = ensure_topics(kafka)
+    role = settings.role
+    kafka = role_kafka(settings.kafka, role)
+    created = ensure_topics(kafka, worker_topics(kafka, role))
     pipeline = build_pipeline(settings.pipeline)
     metrics = SieveMetrics(REGISTRY, settings.metrics.source_allowlist)
-    log.info("topics: %s -> %s | %s | %s (created: %s)", kafka.raw_topic, kafka.accepted_topic,
-             kafka.rejected_topic, kafka.dead_letter_topic, created or "none")
+    metrics.set_role(role)
+    if role == "score":
+        log.info("scorer: %s -> %s (created: %s)", kafka.raw_topic, kafka.scored_topic, created or "none")
+        result = scorer_start(kafka)  # stateless: nothing to recover, only the raw topic's id
+    else:
+        log.info("topics: %s -> %s | %s | %s (created: %s)", kafka.raw_topic, kafka.accepted_topic,
+                 kafka.rejected_topic, kafka.dead_letter_topic, created or "none")
+        # before recovery: an older `all` of this group can commit nothing more, so recovery sees all it wrote
+        fence_previous(kafka, transactional_id(settings.kafka, "all"))
+        with tqdm(unit="env", desc="recovery", disable=args.no_progress or None, file=sys.stderr) as bar:
+            seen = {}
 
-    with tqdm(unit="env", desc="recovery", disable=args.no_progress or None, file=sys.stderr) as bar:
-        seen = {}
+            def progress(topic: str, n: int) -> None:
+                bar.update(n - seen.get(topic, 0))
+                seen[topic] = n
 
-        def progress(topic: str, n: int) -> None:
-            bar.update(n - seen.get(topic, 0))
-            seen[topic] = n
-
-        result = recover(kafka, pipeline, progress=progress, state_dir=settings.state_dir)
+            result = recover(kafka, pipeline, progress=progress, state_dir=settings.state_dir)
     metrics.recovery_seconds.set(result.seconds)
     for decision, topic in (("accepted", kafka.accepted_topic), ("rejected", kafka.rejected_topic),
                             ("dead_letter", kafka.dead_letter_topic)):
@@ -151,9 +191,11 @@ def _consume(args: argparse.Namespace, settings, state: dict) -> int:  # noqa: A
     log.info("recovery: %s", result.summary())
 
     with tempfile.TemporaryDirectory(prefix="sieve-faust-") as datadir:
-        app, raw_topic = build_app(settings, datadir=datadir)
+        app, raw_topic = build_app(settings, datadir=datadir, kafka=kafka)
         worker = StreamWorker(settings, pipeline, metrics, result,
-                              highwater=lambda topic, partition: app.consumer.highwater(TP(topic, partition)))
+                              highwater=lambda topic, partition: app.consumer.highwater(TP(topic, partition)),
+                              role=role, kafka=kafka,
+                              transactional_id=transactional_id(settings.kafka, "all") if role == "all" else None)
         attach_topic_identity(worker, app)
         worker.assigned = lambda: _has_raw_partitions(app, kafka.raw_topic)
         state["worker"] = worker

@@ -1,6 +1,8 @@
 """What recovery reads from Kafka: committed offsets, end offsets, and output topics scanned to their end.
 
 Plain kafka-python consumers without a group (manual assignment): nothing here commits.
+They read ``read_committed``: end offsets are the last stable offsets, and records of
+aborted transactions are never seen.
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ def topics_end_offsets(kafka: KafkaSettings, topics: list[str]) -> dict[str, dic
     """Topic -> partition -> the offset its next record will get, asked over one connection."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(enable_auto_commit=False, client_id="sieve-recovery-ends", **client_kwargs(kafka))
+    consumer = KafkaConsumer(enable_auto_commit=False, client_id="sieve-recovery-ends",
+                             isolation_level="read_committed", **client_kwargs(kafka))
     try:
         tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
         out: dict[str, dict[int, int]] = {t: {} for t in topics}
@@ -102,7 +105,10 @@ def scan_topic(kafka: KafkaSettings, topic: str, *, start: dict[int, int] | None
 
     # check_crcs=False: kafka-python checks CRC32C in pure Python (without the optional crc32c
     # extension), which was 56% of recovery time; the broker validated every batch on write
+    # read_committed: outputs are written in transactions (--role all and decide); an aborted
+    # one (a fenced owner's, a crash's) never counts as decided
     consumer = KafkaConsumer(enable_auto_commit=False, client_id="sieve-recovery-scan", check_crcs=False,
+                             isolation_level="read_committed",
                              max_partition_fetch_bytes=max_fetch_bytes or kafka.max_fetch_bytes,
                              **client_kwargs(kafka))
     try:

@@ -39,14 +39,15 @@ from typing import Any, Callable, Sequence
 from quality.envelope import Decision
 from quality.pipeline import Pipeline
 from quality.records import RawRecord
-from streams.config import Settings
+from streams.config import KafkaSettings, Settings
 from streams.exit_codes import EXIT_DELIVERY_FAILED, describe_error
 from streams.metrics import SieveMetrics
 from streams.recovery import Frontier, RecoveryResult, snapshot_dir
 from streams.topics import output_topics
 from streams.worker.checkpoint import Checkpointer
 from streams.worker.progress import Progress
-from streams.worker.publish import Publisher
+from streams.roles.fencing import exit_fenced, is_fenced
+from streams.worker.publish import Publisher, ScoredPublisher
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,22 @@ def raw_from_event(event: Any, topic_id: str | None = None) -> RawRecord:
     return RawRecord(bytes(value) if not isinstance(value, bytes) else value, origin)
 
 
+class Stage1:
+    """``--role score``: the score half of the pipeline, then the stateless half of the decide
+    stages (``annotate``: content hash, MinHash signature), so the decider recomputes nothing.
+    Decisions of inputs that pass are ``accepted`` here, meaning "passed stage 1"."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.score, self.decide = pipeline.phase("score"), pipeline.phase("decide")
+
+    def process(self, raws: list[RawRecord]) -> list[Decision]:
+        decisions = self.score.process(raws)
+        passed = [d.example for d in decisions if d.decision == "accepted" and d.example is not None]
+        for stage in self.decide.stages:
+            stage.annotate(passed)
+        return decisions
+
+
 class StreamWorker:
     """Drives the pipeline over the raw topic's batches: skip what is decided, decide, publish, checkpoint.
 
@@ -91,13 +108,22 @@ class StreamWorker:
 
     def __init__(self, settings: Settings, pipeline: Pipeline, metrics: SieveMetrics,
                  recovered: RecoveryResult | None = None,
-                 highwater: Callable[[str, int], int | None] | None = None) -> None:
-        kafka = settings.kafka
+                 highwater: Callable[[str, int], int | None] | None = None, *, role: str = "all",
+                 kafka: KafkaSettings | None = None, transactional_id: str | None = None) -> None:
+        kafka = kafka or settings.kafka
         self.kafka, self.pipeline, self.metrics, self.highwater = kafka, pipeline, metrics, highwater
+        self.role, self.transactional_id = role, transactional_id
         topics = output_topics(kafka)
         self.progress = Progress.recovered(kafka.raw_topic, list(topics.values()), recovered)
-        self.publisher = Publisher(kafka, topics, pipeline.versions(), self.progress)
-        self.checkpointer = Checkpointer(kafka, snapshot_dir(settings.state_dir, kafka), settings.snapshot_interval_s,
+        self.process: Callable[[list[RawRecord]], list[Decision]] = pipeline.process
+        directory = snapshot_dir(settings.state_dir, kafka)
+        if role == "score":  # stage 1 only: no state, no snapshots; one scored record per input
+            self.process = Stage1(pipeline).process
+            self.publisher: Publisher = ScoredPublisher(kafka, pipeline.versions(), self.progress)
+            directory = None
+        else:
+            self.publisher = Publisher(kafka, topics, pipeline.versions(), self.progress, transactional_id)
+        self.checkpointer = Checkpointer(kafka, directory, settings.snapshot_interval_s,
                                          recovered.output_topic_ids if recovered is not None else None)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sieve-pipeline")
         self.batches = 0
@@ -157,6 +183,8 @@ class StreamWorker:
                 await self.maybe_snapshot()
             return decisions
         except BaseException as exc:  # noqa: BLE001 - nothing may reach faust's ack-in-finally
+            if is_fenced(exc):
+                exit_fenced(self.role, self.transactional_id or "?", self.kafka.group_id, self.metrics)
             log.critical("batch of %d failed (%s); exiting with %d before faust can commit it: restart the worker "
                          "(recovery skips the inputs already decided)", len(events), describe_error(exc, self.kafka),
                          EXIT_DELIVERY_FAILED, exc_info=True)
@@ -199,7 +227,7 @@ class StreamWorker:
         decisions: list[Decision] = []
         if raws:
             loop = asyncio.get_running_loop()
-            decisions = await loop.run_in_executor(self.executor, self.pipeline.process, raws)
+            decisions = await loop.run_in_executor(self.executor, self.process, raws)
             await self.publisher.publish(decisions)
         self.progress.decided([(o["topic"], o.get("topic_id"), o["partition"], o["offset"])
                                for o in (r.origin for r in raws)], last_offset)
@@ -210,7 +238,8 @@ class StreamWorker:
                 hw = self.highwater(topic, partition)
                 if hw is not None:
                     lag[partition] = hw - (offset + 1)
-        self.metrics.observe_batch(self.pipeline, decisions, time.perf_counter() - t0, lag)
+        self.metrics.observe_batch(self.pipeline, decisions, time.perf_counter() - t0, lag,
+                                   count_decisions=self.role != "score")
         return decisions
 
 

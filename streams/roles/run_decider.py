@@ -1,0 +1,63 @@
+"""Start ``sieve run --role decide``: topics, the decide half of the pipeline, the loop until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from streams.config import Settings
+
+log = logging.getLogger("sieve.run")
+
+
+def decide_pipeline_factory(settings: Settings) -> Any:
+    """A function building a fresh pipeline of the decide stages only, without loading a model.
+
+    The quality gate's calibrated threshold comes from the quality head's metadata
+    (:func:`models.stage.head_calibration`), read once; the encoder never loads.
+    """
+    from quality.build import build_decide_stages
+    from quality.pipeline import Pipeline
+    from streams.assemble import head_calibration
+
+    calibration = head_calibration(settings.pipeline)
+    p = settings.pipeline
+
+    def build() -> Pipeline:
+        return Pipeline(build_decide_stages(p, calibration), max_message_bytes=p.max_message_bytes,
+                        format=p.format, dedup_window_s=p.dedup_window_s)
+
+    return build
+
+
+def run_decider(settings: Settings, state: dict) -> int:
+    """Run the decider until SIGTERM or Ctrl-C; returns the exit status (0)."""
+    from prometheus_client import REGISTRY
+
+    from streams.metrics import SieveMetrics
+    from streams.roles.decider import Decider
+    from streams.roles.groups import role_kafka
+    from streams.topics import ensure_topics, worker_topics
+
+    kafka = role_kafka(settings.kafka, "decide")
+    created = ensure_topics(kafka, worker_topics(kafka, "decide"))
+    metrics = SieveMetrics(REGISTRY, settings.metrics.source_allowlist)
+    metrics.set_role("decide")
+    build = decide_pipeline_factory(settings)
+    build()  # a bad setting fails now (exit 2), not at the first takeover
+    log.info("decider: %s -> %s | %s | %s as group %s (created: %s)", kafka.scored_topic, kafka.accepted_topic,
+             kafka.rejected_topic, kafka.dead_letter_topic, kafka.group_id, created or "none")
+    decider = Decider(settings, kafka, settings.kafka, build, metrics)
+    state["worker"] = decider
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, decider.stopping.set)
+        await decider.run()
+
+    asyncio.run(main())
+    log.info("decider stopped after %d batches", decider.batches)
+    return 0
