@@ -43,7 +43,8 @@ def settings():
 
 def test_scorer_and_decider_with_the_encoder_decide_as_the_whole_pipeline(settings, encoder):
     payloads = rows(40)
-    raws = [RawRecord(p, {"topic": "raw", "topic_id": "t", "partition": 0, "offset": i}) for i, p in enumerate(payloads)]
+    raws = [RawRecord(p, {"topic": "raw", "topic_id": "t", "partition": 0, "offset": i})
+            for i, p in enumerate(payloads)]
     whole = build_pipeline(settings).process(raws)
     scorer, decider = Stage1(build_pipeline(settings)), build_pipeline(settings).phase("decide")
     records = [encode_scored(d, scorer.score.versions(), 1_000_000) for d in scorer.process(raws)]
