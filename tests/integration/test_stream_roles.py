@@ -82,6 +82,19 @@ def wait_active(deciders: list[WorkerProcess], timeout: float = TAKEOVER_TIMEOUT
     raise AssertionError("no decider became the owner:\n" + "\n".join(d.log()[-2000:] for d in deciders))
 
 
+def wait_standby(decider: WorkerProcess, timeout: float = TAKEOVER_TIMEOUT) -> None:
+    """Wait until ``decider`` says it is a standby (/readyz 503 "standby: ..."), past "starting"."""
+    deadline = time.monotonic() + timeout
+    status, body = 0, ""
+    while time.monotonic() < deadline:
+        assert decider.proc.poll() is None, decider.log()[-3000:]
+        status, body = decider.http("/readyz")
+        if status == 503 and "standby" in body:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"not a standby after {timeout}s: {status} {body!r}\n{decider.log()[-2000:]}")
+
+
 def fenced_or_standby(zombie: WorkerProcess, timeout: float = FENCED_EXIT_TIMEOUT) -> int | str:
     """A thawed owner either writes first (fenced: exit 77) or hears first that the group took its
     partition (it gives it up: standby). Either way it commits nothing; which comes first is a race."""
@@ -165,7 +178,7 @@ def test_kill_9_a_scorer_and_the_owner_mid_run_every_input_once(kafka, tmp_path)
     try:
         owner = wait_active(deciders)
         standby = next(d for d in deciders if d is not owner)
-        assert standby.http("/readyz")[0] == 503 and "standby" in standby.http("/readyz")[1]
+        wait_standby(standby)
         for s in scorers:
             s.wait_ready()
         produce(kafka.bootstrap, raw, payloads[:half])
