@@ -13,7 +13,8 @@ pages, and the checks that keep it safe by default.
   (no CORS), and a POST whose ``Origin`` is not this server is refused. Without a token,
   the ``Host`` header must name the loopback address, which defeats DNS rebinding.
 * **Content.** Every response sends a Content-Security-Policy that runs scripts from
-  this origin only, ``nosniff``, ``no-referrer`` and ``no-store``.
+  this origin only, ``nosniff``, ``Referrer-Policy: same-origin`` (``no-referrer``
+  would make the browser send ``Origin: null`` with the page's own POSTs) and ``no-store``.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ LOGIN_FAIL_DELAY_S = 0.5
 HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin", "Cache-Control": "no-store",
     "X-Frame-Options": "DENY",
 }
 
