@@ -98,7 +98,7 @@ def apply_override(assembler: Any, ov: Override, *, feed: bool = True) -> list[d
     """
     book: BatchOverrides = assembler.overrides
     if ov.key in book.keys:
-        log.info("override %s of %r already applied; ignored", ov.action, ov.id[:80])
+        log.info("an override (%s by %s) already applied; ignored", ov.action, ov.who[:80])
         return []
     line = {"key": list(ov.key), "action": ov.action, "id": ov.id, "who": ov.who, "note": ov.note, "at": ov.at,
             "after_seq": assembler.last_seq, "removed": False, "revoke": []}

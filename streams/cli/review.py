@@ -63,8 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0 = a free port)")
     p.add_argument("--token", action="append", default=[], metavar="[OWNER:]SECRET",
                    help="require this token (repeatable); default: $SIEVE_REVIEW_TOKEN")
-    p.add_argument("--max-records", type=int, default=50_000, metavar="N",
-                   help="newest envelopes kept per output file or topic (default: 50000)")
+    p.add_argument("--max-records", type=int, default=20_000, metavar="N",
+                   help="newest envelopes kept per output file or topic (default: 20000; ~8 KB of memory each)")
     p.add_argument("--refresh-s", type=float, default=30.0, metavar="S",
                    help="stream mode: re-read the topics when the data is older than this (default: 30)")
     g = p.add_argument_group("an override without the page (scripts)")

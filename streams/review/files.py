@@ -124,7 +124,7 @@ class FileSource:
 
     mode = "file"
 
-    def __init__(self, out_dir: Path, *, batches_dir: Path | None = None, max_records: int = 50_000) -> None:
+    def __init__(self, out_dir: Path, *, batches_dir: Path | None = None, max_records: int = 20_000) -> None:
         if not (out_dir / OUTPUT_FILES["accepted"]).exists() and not (out_dir / OUTPUT_FILES["rejected"]).exists():
             raise FileNotFoundError(f"{out_dir} holds no accepted.jsonl or rejected.jsonl: pass the --out directory "
                                     "of a `sieve curate` run")

@@ -82,7 +82,7 @@ class KafkaSource:
 
     mode = "stream"
 
-    def __init__(self, settings: Any, *, max_records: int = 50_000, batches_dir: Path | None = None) -> None:
+    def __init__(self, settings: Any, *, max_records: int = 20_000, batches_dir: Path | None = None) -> None:
         if max_records <= 0:
             raise ValueError(f"--max-records must be > 0, got {max_records}")
         self.settings, self.kafka, self.max_records, self.batches_dir = settings, settings.kafka, max_records, \
