@@ -149,3 +149,16 @@ def test_the_overrides_file_rejects_a_bad_line_but_tolerates_a_torn_tail(tmp_pat
     path.write_bytes(orjson.dumps({**good, "note": ""}) + b"\n")
     with pytest.raises(ValueError, match="overrides.jsonl:1: not a valid override record"):
         read_override_records(path)
+
+
+def test_a_bad_content_length_does_not_hang_a_request(out_dir):
+    with serving(out_dir) as (port, app):
+        for length in ("-5", "abc", str(10**9)):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.putrequest("POST", "/override")
+            conn.putheader("Host", f"127.0.0.1:{port}")
+            conn.putheader("Content-Length", length)
+            conn.endheaders()
+            resp = conn.getresponse()
+            assert resp.status == 413, length
+            resp.read()
