@@ -136,7 +136,8 @@ def _override(args: argparse.Namespace, source) -> int:
     env = next((e for e in envs if e.get("decision") == wanted), None)
     if env is None:
         seen = ", ".join(sorted({str(e.get("decision")) for e in envs})) or "no envelope"
-        raise ValueError(f"{action} overrules a {wanted} decision, but {ex_id!r} has {seen} among the newest "
+        raise ValueError(f"{action} overrules {'an' if wanted == 'accepted' else 'a'} {wanted} decision, but "
+                         f"{ex_id!r} has {seen} among the newest "
                          f"{args.max_records} records of each output (raise --max-records if it is older)")
     record = override_from_envelope(env, action, args.note.strip(), args.who or getpass.getuser(), time.time())
     where = source.write_override(record.to_record())

@@ -168,8 +168,9 @@ class ReviewApp:
             return HTTPStatus.BAD_REQUEST, f"action must be {FORCE_ACCEPT} or {FORCE_REJECT}"
         env = next((e for e in envs if e.get("decision") == wanted), None)
         if env is None:
+            article = "an" if wanted == "accepted" else "a"
             return HTTPStatus.BAD_REQUEST, (f"no {wanted} envelope with id {ex_id!r} among the loaded records: "
-                                            f"{action} overrules a {wanted} decision")
+                                            f"{action} overrules {article} {wanted} decision")
         try:
             ov = override_from_envelope(env, action, form.get("note", "").strip(), who, time.time())
             record = ov.to_record()
