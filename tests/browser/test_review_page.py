@@ -153,24 +153,23 @@ def test_script_in_an_example_is_shown_as_text(work, page, review_process):
     assert page.dialogs == [] and page.title() != "pwned"
 
 
+def override_through_the_form(page, url: str, ex_id: str, action: str, note: str) -> None:
+    page.goto(url + "example?id=" + ex_id)
+    page.check(f"input[value={action}]")
+    page.fill("input[name=who]", "ana")
+    page.fill("textarea[name=note]", note)
+    page.click("#override-form button")
+    page.wait_for_selector("#done")
+
+
 def test_an_override_round_trips_through_the_page_and_the_next_curate(work, page, review_process):
     out = work / "out"
     dup = next(e for e in envelopes(out / "rejected.jsonl") if e["reasons"] == ["duplicate_exact"])
     victim = next(e for e in envelopes(out / "accepted.jsonl") if e["id"].startswith("gpteacher_roleplay"))
     server = review_process([str(out), "--batches", str(work / "batches")])
-    page.goto(server.url + "example?id=" + dup["id"])
-    page.check("input[value=force_accept]")
-    page.fill("input[name=who]", "ana")
-    page.fill("textarea[name=note]", "whitespace differs: keep both")
-    page.click("#override-form button")
-    page.wait_for_selector("#done")
+    override_through_the_form(page, server.url, dup["id"], "force_accept", "whitespace differs: keep both")
     assert page.dialogs and "force_accept" in page.dialogs[-1]
-    page.goto(server.url + "example?id=" + victim["id"])
-    page.check("input[value=force_reject]")
-    page.fill("input[name=who]", "ana")
-    page.fill("textarea[name=note]", "roleplay of a real person")
-    page.click("#override-form button")
-    page.wait_for_selector("#done")
+    override_through_the_form(page, server.url, victim["id"], "force_reject", "roleplay of a real person")
     records = envelopes(out / "overrides.jsonl")
     assert [(r["id"], r["action"], r["who"]) for r in records] == [(dup["id"], "force_accept", "ana"),
                                                                      (victim["id"], "force_reject", "ana")]
