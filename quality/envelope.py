@@ -33,6 +33,7 @@ class Decision:
     details: dict[str, str] = field(default_factory=dict)
     raw: bytes | str | None = None
     error: str | None = None
+    overridden: dict[str, Any] | None = None  # an operator's override: who, why, what it overruled
 
     def envelope(self, versions: Mapping[str, Any]) -> dict[str, Any]:
         """The output record of the design: one per input, on one of the three outputs."""
@@ -51,6 +52,8 @@ class Decision:
                 env["metadata"] = self.example.metadata
         if self.details:
             env["details"] = self.details
+        if self.overridden:
+            env["overridden"] = self.overridden
         if self.decision == "dead_letter":
             env["error"] = self.error
             env.update(_raw_fields(self.raw))

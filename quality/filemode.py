@@ -95,6 +95,7 @@ class Summary:
             "seconds": round(seconds, 3),
             "examples_per_s": round(total / seconds, 1) if seconds > 0 else None,
             "versions": pipeline.versions(),
+            **({"overrides": pipeline.overrides.report()} if pipeline.overrides is not None else {}),
             **dict(self.other),
         }
 

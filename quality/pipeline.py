@@ -18,6 +18,7 @@ from typing import Any, Sequence
 from quality import __version__
 from quality.envelope import Decision, DecisionKind
 from quality.normalize import normalize_example
+from quality.overrides import OverrideBook
 from quality.reasons import Reason
 from quality.records import DEFAULT_MAX_MESSAGE_BYTES, Example, ParseFailure, RawRecord, parse
 from quality.stage import Stage, StageStats, Verdict, stateful_stages
@@ -37,10 +38,14 @@ class Pipeline:
             (``sieve score``); decisions still say what would have happened.
         dedup_window_s: accepted examples older than this (by input time) stop counting
             (0 = never); see :class:`~quality.state.DedupWindow`.
+        overrides: operators' force-accept / force-reject by id
+            (:class:`~quality.overrides.OverrideBook`), applied to each decision before
+            the accepted examples are committed to the dedup state; not in score mode.
     """
 
     def __init__(self, stages: Sequence[Stage], *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                 format: str | None = None, score_mode: bool = False, dedup_window_s: float = 0.0) -> None:
+                 format: str | None = None, score_mode: bool = False, dedup_window_s: float = 0.0,
+                 overrides: OverrideBook | None = None) -> None:
         if max_message_bytes <= 0:
             raise ValueError(f"max_message_bytes must be > 0, got {max_message_bytes!r}")
         names = [s.name for s in stages]
@@ -52,6 +57,7 @@ class Pipeline:
         self.max_message_bytes = max_message_bytes
         self.format = format
         self.score_mode = score_mode
+        self.overrides = overrides if not score_mode else None
         self.parse_stats = StageStats("parse")
         self.decisions = Counter()   # decision -> count
         self.reasons = Counter()     # (decision, reason) -> count
@@ -115,6 +121,8 @@ class Pipeline:
             self._decide(run, state)
         out = [d for d in decisions if d is not None]
         assert len(out) == len(raws), "every input must get exactly one decision"
+        if self.overrides is not None:
+            self.overrides.observe(out)
         for d in out:
             self.decisions[d.decision] += 1
             for r in d.reasons:
@@ -132,6 +140,11 @@ class Pipeline:
         while todo:
             start, batch = todo.pop(0)
             recheck = self._run(start, batch, state)
+            if self.overrides is not None:  # an operator's word over the stages', before anything is committed
+                for i, _ in batch:
+                    if decisions[i] is not None and decisions[i] is not (d := self.overrides.decide(decisions[i])):
+                        decisions[i] = d
+                        recheck.pop(i, None)
             accepted = [decisions[i].example for i, _ in batch
                         if decisions[i] is not None and decisions[i].decision == "accepted"]
             if accepted and not self.score_mode:

@@ -42,6 +42,8 @@ class Reason(StrEnum):
     PAIR_PROMPT_MISMATCH = "pair_prompt_mismatch"
     PAIR_LOW_MARGIN = "pair_low_margin"
     PAIR_EMPTY_SIDE = "pair_empty_side"
+    # an operator's override (quality/overrides/), not a stage
+    OPERATOR_REJECTED = "operator_rejected"
 
 
 DEAD_LETTER_REASONS = frozenset(
@@ -83,6 +85,8 @@ DESCRIPTIONS: dict[Reason, str] = {
     Reason.PAIR_PROMPT_MISMATCH: "The chosen and rejected transcripts have different prompts.",
     Reason.PAIR_LOW_MARGIN: "The reward margin chosen - rejected is below `min_margin`.",
     Reason.PAIR_EMPTY_SIDE: "Chosen or rejected is empty.",
+    Reason.OPERATOR_REJECTED: "An operator force-rejected this id (`sieve review`); the envelope's `overridden` "
+                              "says who, why and what the pipeline had decided.",
 }
 
 

@@ -164,6 +164,7 @@ def emitted_by(registry: Registry) -> dict[Reason, list[str]]:
     out: dict[Reason, list[str]] = {r: [] for r in Reason}
     for r in DEAD_LETTER_REASONS:
         out[r].append("parse" if r != Reason.PROCESSING_ERROR else "any stage")
+    out[Reason.OPERATOR_REJECTED].append("override")  # quality/overrides/, not a stage
     for e in registry.entries():
         for r in sorted(e.cls.reasons):
             out[r].append(e.name)

@@ -23,6 +23,7 @@ COMMANDS = [
     "streams.cli.demo",
     "streams.cli.batcher",
     "streams.cli.batches",
+    "streams.cli.review",
 ]
 
 EPILOG = """\
@@ -38,6 +39,7 @@ examples:
   sieve score data.jsonl --out scored.jsonl   # every record with every score, nothing dropped
   sieve run                                   # stream worker on the configured brokers
   sieve demo                                  # local broker + worker + producer, live counts
+  sieve review out/                           # web page: browse rejections, override decisions
 """
 
 
