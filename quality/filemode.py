@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import orjson
 
-from quality.envelope import Decision, DecisionKind, encode_output
+from quality.envelope import Decision, DecisionKind, encode_decision, safe_text
 from quality.pipeline import Pipeline
 from quality.records import RawRecord
 
@@ -78,7 +78,7 @@ class Summary:
         self.decisions[d.decision] += 1
         for r in d.reasons[:1]:  # the reason that decided; score mode may list several
             self.reasons[f"{d.decision}:{r}"] += 1
-        source = d.example.source if d.example is not None and d.example.source else "unknown"
+        source = safe_text(d.example.source) if d.example is not None and d.example.source else "unknown"
         self.by_source[source][d.decision] += 1
         for name, value in d.scores.items():
             self.scores[name].append(float(value))
@@ -137,11 +137,12 @@ def decide_records(pipeline: Pipeline, records: Iterable[RawRecord], sink: Sink,
     summary = summary if summary is not None else Summary()
     versions = pipeline.versions()
     for batch in batched(records, batch_size):
-        decisions = pipeline.process(batch)
-        for d in decisions:
-            kind, data = encode_output(d, versions)
-            sink(kind, data + b"\n")
+        decisions = []
+        for d in pipeline.process(batch):
+            d, data = encode_decision(d, versions)  # total: an unwritable decision becomes a dead letter
+            sink(d.decision, data + b"\n")
             summary.add(d)
+            decisions.append(d)
         if on_decisions is not None:
             on_decisions(decisions)
         if progress is not None:

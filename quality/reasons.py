@@ -21,6 +21,7 @@ class Reason(StrEnum):
     SCHEMA_ERROR = "schema_error"
     TOO_DEEP = "too_deep"
     PROCESSING_ERROR = "processing_error"
+    UNENCODABLE = "unencodable"
     # heuristics
     EMPTY_PROMPT = "empty_prompt"
     EMPTY_RESPONSE = "empty_response"
@@ -57,6 +58,7 @@ DEAD_LETTER_REASONS = frozenset(
         Reason.SCHEMA_ERROR,
         Reason.TOO_DEEP,
         Reason.PROCESSING_ERROR,
+        Reason.UNENCODABLE,
     }
 )
 
@@ -72,7 +74,12 @@ DESCRIPTIONS: dict[Reason, str] = {
     Reason.SCHEMA_ERROR: "The format was recognised but a field is missing, empty or of the wrong type.",
     Reason.TOO_DEEP: "Arrays and objects nest deeper than `MAX_JSON_DEPTH` (64) levels anywhere in the payload, "
                      "even in fields Sieve ignores: such a record cannot be written back out safely.",
-    Reason.PROCESSING_ERROR: "A stage raised on this example; the error text travels in the envelope.",
+    Reason.PROCESSING_ERROR: "A stage (or parsing, or normalization) raised on this example alone; `error` names "
+                             "the stage and the exception class. When every example of a batch fails and a "
+                             "known-good canary fails too, the stage is broken and the worker stops instead.",
+    Reason.UNENCODABLE: "The decision could not be written as JSON (`error` names the stage `envelope` and the "
+                        "exception); the envelope keeps only the id, origin and the raw payload (as text when it is "
+                        "UTF-8, else base64).",
     Reason.EMPTY_PROMPT: "The prompt (instruction/user turns) is empty after normalization.",
     Reason.EMPTY_RESPONSE: "The response (last assistant turn, or a side of a pair) is empty after normalization.",
     Reason.TOO_SHORT: "The response is shorter than `min_response_chars` or `min_response_words`.",
