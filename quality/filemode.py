@@ -7,6 +7,9 @@ files, where every non-blank input line ends in exactly one of ``accepted.jsonl`
 ``rejected.jsonl`` or ``dead_letter.jsonl``; :func:`annotate` (``sieve score``, a
 score-mode pipeline) into one file in input order. Both write a summary that counts
 decisions by reason and source, with score distributions and timings.
+``summary.json`` has ``reasons`` (the deciding reason of each decision) and
+``reasons_carried`` (every reason an envelope carries: the deciding one first, then e.g.
+``contaminated``).
 """
 
 from __future__ import annotations
@@ -70,14 +73,17 @@ class Summary:
 
     decisions: Counter = field(default_factory=Counter)
     reasons: Counter = field(default_factory=Counter)
+    reasons_carried: Counter = field(default_factory=Counter)
     by_source: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     scores: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     other: Counter = field(default_factory=Counter)
 
     def add(self, d: Decision) -> None:
         self.decisions[d.decision] += 1
-        for r in d.reasons[:1]:  # the reason that decided; score mode may list several
+        for r in d.reasons[:1]:  # the reason that decided
             self.reasons[f"{d.decision}:{r}"] += 1
+        for r in d.reasons:  # every reason carried: contaminated is recorded whatever decided the example
+            self.reasons_carried[f"{d.decision}:{r}"] += 1
         source = safe_text(d.example.source) if d.example is not None and d.example.source else "unknown"
         self.by_source[source][d.decision] += 1
         for name, value in d.scores.items():
@@ -89,6 +95,7 @@ class Summary:
             "total": total,
             "decisions": dict(self.decisions),
             "reasons": dict(sorted(self.reasons.items())),
+            "reasons_carried": dict(sorted(self.reasons_carried.items())),
             "by_source": {k: dict(v) for k, v in sorted(self.by_source.items())},
             "scores": {k: distribution(v) for k, v in sorted(self.scores.items())},
             "stages": pipeline.stats(),

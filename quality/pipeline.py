@@ -114,13 +114,16 @@ class Pipeline:
         scores: dict[int, dict[str, float]] = {i: {} for i, _ in live}
         reasons: dict[int, list[str]] = {i: [] for i, _ in live}
         details: dict[int, dict[str, str]] = {i: {} for i, _ in live}
-        state = (decisions, scores, reasons, details)
+        stopped: dict[int, tuple[int, Example]] = {}  # index -> (stage that decided it, the example it saw)
+        state = (decisions, scores, reasons, details, stopped)
         # the dedup window moves between runs of the batch, by the inputs' own times
         runs = [(None, live)] if self.score_mode else self.window.runs(live, lambda item: example_time(item[1]))
         for run_time, run in runs:
             if run_time is not None:
                 self.window.advance(run_time)
             self._decide(run, state, raws, versions)
+        if not self.score_mode:
+            self._check_stopped(stopped, state)
         for i, d in enumerate(decisions):
             if d is not None and d.raw is None:
                 d.raw = raws[i].payload  # an unencodable stand-in needs it; only dead letters write it
@@ -157,7 +160,7 @@ class Pipeline:
     def _decide(self, live: list[tuple[int, Example]], state: tuple, raws: Sequence[RawRecord],
                 versions: dict[str, Any]) -> None:
         """Runs every stage over ``live`` and decides each example; commits the accepted ones."""
-        decisions, scores, reasons, details = state
+        decisions, scores, reasons, details, stopped = state
         # An example rejected as a duplicate of an EARLIER example of the same batch is
         # decided again from that stage on if the earlier one ends up not accepted, as if
         # the batch had been processed one example at a time: decisions do not depend on
@@ -188,6 +191,7 @@ class Pipeline:
                     reasons[i].pop()
                     details[i].pop(self.stages[stage_idx].name, None)
                     decisions[i] = None
+                    stopped.pop(i, None)
                     again.setdefault(stage_idx, []).append((i, ex))
             todo += sorted(again.items())
 
@@ -197,7 +201,7 @@ class Pipeline:
         Returns the examples rejected as in-batch duplicates: index -> (stage index,
         index of the example duplicated, the example as that stage saw it).
         """
-        decisions, scores, reasons, details = state
+        decisions, scores, reasons, details, stopped = state
         recheck: dict[int, tuple[int, int, Example]] = {}
         for stage_idx in range(start, len(self.stages)):
             stage = self.stages[stage_idx]
@@ -207,6 +211,7 @@ class Pipeline:
             survivors = []
             for (i, ex), v in zip(live, verdicts):
                 if v is None:  # the stage failed on this example: already dead-lettered
+                    stopped[i] = (stage_idx, ex)
                     continue
                 scores[i].update(v.scores)
                 if v.replacement is not None:  # e.g. PII redaction: the rewritten example goes on
@@ -220,6 +225,7 @@ class Pipeline:
                             recheck[i] = (stage_idx, live[v.in_batch_of][0], ex)
                         decisions[i] = Decision(ex.id, "rejected", reasons[i], scores[i], ex.origin,
                                                 example=ex, details=details[i])
+                        stopped[i] = (stage_idx, ex)
                         continue
                 survivors.append((i, ex))
             live = survivors
@@ -227,6 +233,30 @@ class Pipeline:
             kind: DecisionKind = "rejected" if reasons[i] else "accepted"
             decisions[i] = Decision(ex.id, kind, reasons[i], scores[i], ex.origin, example=ex, details=details[i])
         return recheck
+
+    def _check_stopped(self, stopped: dict[int, tuple[int, Example]], state: tuple) -> None:
+        """Runs the stages that check every example (``Stage.checks_rejected``, e.g. decontamination)
+        on the examples an earlier stage decided, adding their reasons after the deciding one.
+        An example an operator forced to ``accepted`` is left as the operator decided."""
+        decisions, scores, reasons, details, _ = state
+        for stage_idx, stage in enumerate(self.stages):
+            if not stage.checks_rejected:
+                continue
+            todo = [(i, ex) for i, (at, ex) in sorted(stopped.items())
+                    if at < stage_idx and decisions[i] is not None and decisions[i].decision != "accepted"]
+            if not todo:
+                continue
+            verdicts = self._run_stage(stage, todo, decisions)
+            for (i, _), v in zip(todo, verdicts):
+                if v is None:  # it raised on this example, which is now a processing_error dead letter
+                    del stopped[i]
+                    continue
+                d = decisions[i]
+                d.scores.update(v.scores)
+                if v.detail is not None:
+                    d.details[stage.name] = v.detail
+                if v.reason is not None and v.reason.value not in d.reasons:
+                    d.reasons.append(v.reason.value)
 
     def _run_stage(self, stage: Stage, live: list[tuple[int, Example]],
                    decisions: list[Decision | None]) -> list[Verdict | None]:

@@ -104,6 +104,10 @@ class Stage(ABC):
     phase: ClassVar[Phase] = "score"
     needs: ClassVar[frozenset[str]] = frozenset()
     provides: ClassVar[frozenset[str]] = frozenset()
+    #: Also check the examples an earlier stage decided, so this stage's reason is recorded
+    #: on every parsed example (after the deciding one). Decontamination does: a contaminated
+    #: example must be counted as such whatever rejected it first.
+    checks_rejected: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.stats = StageStats(self.name)

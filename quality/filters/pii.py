@@ -13,7 +13,8 @@ OpenAI, Slack, Stripe, Google keys, JWTs, private-key blocks) or follow a
 
 By default each finding is replaced with a placeholder such as ``[EMAIL]`` (the
 stage returns the rewritten example), with the counts as scores (``pii_email: 2``);
-with ``policy="reject"`` the example is rejected with ``pii`` instead.
+with ``policy="reject"`` the example is rejected with ``pii`` instead, and its rejection
+envelope carries the redacted text too.
 """
 
 from __future__ import annotations
@@ -175,10 +176,11 @@ class PiiRedactor(Stage):
         if not counts:
             return KEEP
         scores = {f"pii_{k}": float(v) for k, v in sorted(counts.items())}
-        if self.policy == "reject":
-            return Verdict(Reason.PII, scores, detail=",".join(sorted(counts)))
+        # rejected or not, what goes on (to the envelope, and to decontamination) is redacted
         replacement = dataclasses.replace(ex, messages=messages, chosen=chosen, rejected=rejected,
                                           rejected_prompt=rejected_prompt, features=Features())
+        if self.policy == "reject":
+            return Verdict(Reason.PII, scores, detail=",".join(sorted(counts)), replacement=replacement)
         return Verdict(None, scores, detail="redacted " + ",".join(sorted(counts)), replacement=replacement)
 
     def version(self) -> Mapping[str, Any]:
