@@ -220,7 +220,9 @@ def _build(d: DecontamSettings, _earlier) -> "Decontaminator | None":
 
 @register(rank=80, section="decontam", settings=DecontamSettings, build=_build)
 class Decontaminator(Stage):
-    """Rejects examples whose prompt (optionally also response) contains a benchmark item.
+    """Rejects examples whose prompt (optionally also response) contains a benchmark item, compared
+    PII-redacted on both sides; it checks every parsed example, so one rejected first for another
+    reason still lists ``contaminated`` after that reason.
 
     Args:
         benchmark_paths: JSONL/text files or directories of benchmark items.
