@@ -15,12 +15,11 @@ Runs ``sieve curate`` (cheap stages, the dev benchmarks) and reads the envelopes
    ``contaminated`` in its envelope whatever the deciding reason. Rows labelled clean
    that carry it are false positives.
 
-``--code DIR`` runs ``sieve curate`` from another checkout (its own ``quality``), e.g.
-the commit before the change, for the "before" figures:
+``--before DIR`` also runs ``sieve curate`` from another checkout (its own ``quality``),
+e.g. the commit before the change, for a "before" column:
 
-    git archive f945fad | tar -x -C /tmp/sieve-before
-    python bench/eval_decontam_pii.py --code /tmp/sieve-before --out /tmp/before.md
-    python bench/eval_decontam_pii.py
+    git archive <base commit> | tar -x -C /tmp/sieve-before
+    python bench/eval_decontam_pii.py --before /tmp/sieve-before --out docs/eval_decontam.md
 """
 
 from __future__ import annotations
