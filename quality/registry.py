@@ -194,7 +194,7 @@ def stages_table(registry: Registry | None = None) -> str:
             "| `parse` | score | Parses and validates the payload (Alpaca, OpenAI `messages`, ShareGPT, TRL "
             "preference), then normalizes the text. | " + ", ".join(
                 f"`{r.value}`" for r in Reason if r in DEAD_LETTER_REASONS and r not in NOT_PARSE_DEAD_LETTERS)
-            + " (dead letter) | `pipeline.max_message_bytes`, `pipeline.format` | `quality/records.py` |"]
+            + " (dead letter) | `pipeline.max_message_bytes`, `pipeline.format` | `quality/records/` |"]
     for e in registry.entries():
         reasons = ", ".join(f"`{r.value}`" for r in sorted(e.cls.reasons)) or "–"
         section = f"`pipeline.{e.section}`" if e.section else "–"

@@ -1,4 +1,4 @@
-"""Raw payloads in, canonical examples out.
+"""Canonical examples: the record types, and :func:`parse` from a raw payload to an :class:`Example`.
 
 Four input formats are recognised per message (or forced by configuration):
 
@@ -12,20 +12,18 @@ Four input formats are recognised per message (or forced by configuration):
 carrying a dead-letter reason and a human-readable error. Structural problems
 (missing fields, wrong types, empty lists) are failures; fields that are present but
 empty strings parse, and the heuristic filters reject them (``empty_response``...).
+Reading the JSON itself, so that whatever parses can be written back, is
+:mod:`quality.records.payload`.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
-import orjson
-
 from quality.features import Features
 from quality.reasons import Reason
+from quality.records.payload import MAX_JSON_DEPTH, PayloadError, read_payload
 
 Kind = Literal["sft", "preference"]
 FORMATS = ("alpaca", "openai", "sharegpt", "preference")
@@ -33,9 +31,6 @@ DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
 #: Longest accepted ``id`` and ``source``: they travel as Kafka keys and metric labels.
 MAX_ID_CHARS = 512
 MAX_SOURCE_CHARS = 256
-#: Deepest nesting of arrays and objects in a payload (the top-level object is level 1).
-#: orjson reads 1,024 levels but writes only 254; real records stay far below this.
-MAX_JSON_DEPTH = 64
 
 _SHAREGPT_ROLES = {
     "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
@@ -170,30 +165,10 @@ def parse(raw: RawRecord, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     if size > max_message_bytes:
         return ParseFailure(fid, Reason.TOO_LARGE,
                             f"payload is {size} bytes, over max_message_bytes={max_message_bytes}", raw.origin)
-    if isinstance(payload, (bytes, bytearray, memoryview)):
-        try:
-            text = bytes(payload).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            return ParseFailure(fid, Reason.INVALID_UTF8, f"not valid UTF-8: {exc}", raw.origin)
-    else:
-        text = payload
-    if text.startswith("\ufeff"):  # a UTF-8 byte order mark is no JSON; RFC 8259 lets a parser ignore it
-        text = text[1:]
-    if not text.strip():
-        return ParseFailure(fid, Reason.INVALID_JSON, "empty payload (a Kafka tombstone, or a blank value): "
-                            "expected one JSON object per message", raw.origin)
     try:
-        obj, by_stdlib = _loads(text)
-    except RecursionError as exc:  # the standard library's parser, past Python's recursion limit
-        return ParseFailure(fid, Reason.TOO_DEEP, f"{_too_deep(max_depth)} ({exc})", raw.origin)
-    except (ValueError, TypeError) as exc:
-        if "depth limit exceeded" in str(exc):  # orjson reads 1,024 levels at most
-            return ParseFailure(fid, Reason.TOO_DEEP, f"{_too_deep(max_depth)} ({exc})", raw.origin)
-        reason = Reason.INVALID_UTF8 if "surrogate" in str(exc) else Reason.INVALID_JSON
-        return ParseFailure(fid, reason, f"not valid JSON: {exc}", raw.origin)
-    problem = _unrepresentable(obj, text, max_depth, check_strings=by_stdlib)
-    if problem is not None:
-        return ParseFailure(fid, problem[0], problem[1], raw.origin)
+        obj = read_payload(payload, max_depth)
+    except PayloadError as exc:
+        return ParseFailure(fid, exc.reason, exc.message, raw.origin)
     if not isinstance(obj, dict):
         return ParseFailure(fid, Reason.NOT_AN_OBJECT,
                             f"expected a JSON object, got {type(obj).__name__}", raw.origin)
@@ -214,99 +189,6 @@ def parse(raw: RawRecord, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         return ParseFailure(ex_id, Reason.SCHEMA_ERROR, f"{fmt}: {exc}", raw.origin)
     except KeyError:
         return ParseFailure(ex_id, Reason.SCHEMA_ERROR, f"unknown format {fmt!r}; use one of {FORMATS}", raw.origin)
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-_LONG_INT = re.compile(r"(?<![\d.eE+-])-?\d{19,}(?![\d.eE])")
-
-
-def _big_int(text: str) -> int | str:
-    """Integers that fit in 64 bits stay integers; longer ones become their digits as a
-    string, so envelopes stay serializable (orjson writes 64-bit integers at most).
-    Past 20 digits no ``int()`` is tried: CPython refuses to convert more than 4,300."""
-    if len(text) > 21:
-        return text
-    value = int(text)
-    return value if -(1 << 63) <= value < (1 << 64) else text
-
-
-def _finite_float(text: str) -> float:
-    """Numbers that overflow a double are an error, as orjson says: ``1e400`` is not ``inf``."""
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number is infinity when parsed as double: {text[:40]}")
-    return value
-
-
-def _loads(text: str) -> tuple[Any, bool]:
-    """The parsed value, and whether the standard library parsed it.
-
-    orjson (fast), unless the text has an integer of 19+ digits: orjson silently turns
-    integers beyond 64 bits into floats (losing digits of an id), so those payloads go
-    through the standard library, keeping big integers exactly (as strings). The standard
-    library accepts lone surrogates, which :func:`_unrepresentable` then rejects."""
-    if _LONG_INT.search(text) is None:
-        return orjson.loads(text), False
-    return json.loads(text, parse_constant=_no_constants, parse_int=_big_int, parse_float=_finite_float), True
-
-
-def _has_lone_surrogate(s: str) -> bool:
-    if s.isascii():
-        return False
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def _unrepresentable(obj: Any, text: str, max_depth: int, *, check_strings: bool) -> tuple[Reason, str] | None:
-    """Why a parsed payload could not be written back as JSON, or None.
-
-    orjson's reader already refuses lone surrogates (``check_strings`` is for what the
-    standard library parsed); orjson's writer stops at 254 levels. The walk runs only
-    when it can find something: more than ``max_depth`` brackets in the text, or strings
-    to check that hold a non-ASCII character or an escape.
-    """
-    check_depth = text.count("[") + text.count("{") > max_depth
-    check_strings = check_strings and (not text.isascii() or "\\u" in text)
-    if not check_depth and not check_strings:
-        return None
-    stack: list[tuple[Any, int]] = [(obj, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict):
-            items: Any = value.items()
-        elif isinstance(value, list):
-            items = ((None, v) for v in value)
-        else:
-            if isinstance(value, str) and _has_lone_surrogate(value):
-                return Reason.INVALID_UTF8, _surrogate_error(value)
-            continue
-        if depth > max_depth:
-            return Reason.TOO_DEEP, _too_deep(max_depth)
-        for key, child in items:
-            if key is not None and _has_lone_surrogate(key):
-                return Reason.INVALID_UTF8, _surrogate_error(key, "key")
-            if isinstance(child, (dict, list)):
-                stack.append((child, depth + 1))
-            elif isinstance(child, str) and _has_lone_surrogate(child):
-                return Reason.INVALID_UTF8, _surrogate_error(child)
-    return None
-
-
-def _too_deep(max_depth: int) -> str:
-    return (f"arrays and objects nest deeper than {max_depth} levels; flatten the record (metadata too: "
-            "Sieve writes every field it keeps back out)")
-
-
-def _surrogate_error(s: str, what: str = "string") -> str:
-    at = next(i for i, c in enumerate(s) if 0xD800 <= ord(c) <= 0xDFFF)
-    return (f"a {what} holds a lone UTF-16 surrogate (\\u{ord(s[at]):04x} at character {at}), which is not "
-            "Unicode and cannot be written as UTF-8; escape a character outside the BMP as a surrogate pair")
 
 
 def detect_format(obj: Mapping[str, Any]) -> str | None:
