@@ -17,7 +17,9 @@ Reads JSONL files (also .jsonl.gz), one example per line in any supported format
   dead_letter.jsonl  lines that could not be parsed, with the raw payload and error
   summary.json       counts by decision, reason and source; score distributions; timings
 Every non-blank input line ends in exactly one of the three files. Bad lines are data,
-not errors: the exit status is non-zero only for usage or I/O problems.
+not errors (a line that makes a stage raise is a processing_error dead letter): the exit
+status is 0, or 2 for usage or I/O problems, or 3 when a stage is broken (it fails on
+every example of a batch and on a known-good canary; no summary.json is written).
 Exact duplicates are detected across all input files, in the order given.
 
 Operators' overrides (`sieve review`) are applied from --overrides FILE, or from
