@@ -9,10 +9,11 @@ PIP    := $(VENV)/bin/pip
 # Programs the tests run besides Python, each with the Debian package that brings it:
 # java and mvn start the local Kafka broker (its jars come from Maven Central); prometheus and
 # promtool check the metrics, the compose file and the dashboard; podman, runc and debootstrap
-# build and run the docker/ images (tests/container).
+# build and run the docker/ images (tests/container); chromium runs the review page's browser
+# tests (tests/browser, through Playwright, which does not download a browser of its own).
 TEST_PROGRAMS := java:default-jre-headless mvn:maven prometheus:prometheus promtool:prometheus \
                  podman:podman runc:runc debootstrap:debootstrap newuidmap:uidmap \
-                 fuse-overlayfs:fuse-overlayfs slirp4netns:slirp4netns
+                 fuse-overlayfs:fuse-overlayfs slirp4netns:slirp4netns chromium:chromium
 
 .PHONY: setup test-setup demo test test-fast bench clean
 

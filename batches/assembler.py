@@ -26,7 +26,6 @@ owns a state directory at a time (an exclusive ``flock`` on ``_state/lock``).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import os
@@ -41,8 +40,10 @@ import orjson
 
 from batches.manifest import (MANIFEST_SCHEMA, RefusalCounter, batch_statistics, datasets_section, file_sha256,
                               fsync_file, kind_of, load_snippet, manifest_bytes, row_of, split_of, write_shards)
-from batches.state import Window, example_key, fsync_dir, iso, read_jsonl, write_atomic
+from batches.overrides import BatchOverrides, apply_override
+from batches.state import StateLockedError, Window, example_key, fsync_dir, iso, lock_state, read_jsonl, write_atomic
 from batches.state import open_batch_summary, read_ledger  # noqa: F401 - re-exported for the CLI
+__all__ = ["BatchAssembler", "BatchSettings", "StateLockedError", "open_batch_summary", "read_ledger"]
 from quality import __version__
 
 log = logging.getLogger(__name__)
@@ -69,10 +70,6 @@ class BatchSettings:
     parquet: bool = True
     report: bool = True
     uri_prefix: str | None = None
-
-
-class StateLockedError(RuntimeError):
-    """Another process owns the batch state directory."""
 
 
 class BatchAssembler:
@@ -120,8 +117,9 @@ class BatchAssembler:
         self.redelivered_total = 0  # since this process started, for metrics
         self.state = self.root / "_state"
         (self.state / "ids").mkdir(parents=True, exist_ok=True)
-        self._lock_fh = self._lock()
+        self._lock_fh = lock_state(self.state, self.root)
         self._refusals = RefusalCounter()
+        self.overrides = BatchOverrides(self.state)  # operators' force-accept / force-reject (batches/overrides.py)
         self._load()
 
     @classmethod
@@ -131,22 +129,6 @@ class BatchAssembler:
                    uri_prefix=s.uri_prefix, **kwargs)
 
     # ------------------------------------------------------------------ state
-
-    def _lock(self):
-        fh = open(self.state / "lock", "a+")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            owner = fh.read().strip() or "unknown"
-            fh.close()
-            raise StateLockedError(f"the batch directory {self.root} is in use by another process (pid {owner}); "
-                                   "stop it, or ask it to cut with `sieve batches cut` (control topic)") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
-        return fh
 
     def _load(self) -> None:
         meta = self.state / "meta.json"
@@ -179,6 +161,8 @@ class BatchAssembler:
             key = example_key(env) if env is not None else None
             if key is not None and key not in self.batched and key not in self._open_ids:
                 self._join(env, key, line["t"])
+        for ex_id in list(self.overrides.blocked):  # force-rejected while open (logged before it was dropped)
+            self.drop_open(ex_id)
         self._open_fh = open(self.state / "open.jsonl", "ab")
         if self._open:
             log.info("batch state %s: %d examples in the open batch, %d batches closed", self.root,
@@ -263,6 +247,8 @@ class BatchAssembler:
             elif (key := example_key(env)) in self.batched or key in self._open_ids:
                 line = {"t": t, "x": "redelivered"}
                 self.redelivered_total += 1
+            elif self.overrides.blocks(env["id"]):
+                line = {"t": t, "x": "operator_rejected"}
             else:
                 env = dict(env)
                 line = {"t": t, "e": env}
@@ -278,6 +264,20 @@ class BatchAssembler:
         envs = (d.envelope(versions) if d.decision == "accepted" else {"decision": d.decision, "reasons": d.reasons}
                 for d in decisions)
         return self.feed(envs)
+
+    def open_envelopes(self) -> list[dict[str, Any]]:
+        return list(self._open)
+
+    def drop_open(self, ex_id: str) -> int:
+        """Removes every open example with this id (an operator's force-reject); returns how many."""
+        keep = [(env, key) for env, key in zip(self._open, self._open_ids) if env.get("id") != ex_id]
+        dropped = len(self._open) - len(keep)
+        self._open, self._open_ids = [e for e, _ in keep], {k: None for _, k in keep}
+        return dropped
+
+    def apply_override(self, ov: Any, *, feed: bool = True) -> list[dict[str, Any]]:
+        """Honours an operator's override (:func:`batches.overrides.apply_override`); returns closed manifests."""
+        return apply_override(self, ov, feed=feed)
 
     def tick(self, now: float | None = None) -> dict[str, Any] | None:
         """Close the open batch if it is ``max_age_s`` old (or already full, e.g. after a restart with a
@@ -367,6 +367,9 @@ class BatchAssembler:
             "versions": {"sieve": __version__, "pipeline": stats["pipeline_versions"]},
             "report": None,
         }
+        fields = self.overrides.manifest_fields(self._open, self.last_seq)
+        manifest["counts"]["overridden"] = fields.pop("overridden")
+        manifest.update(fields)  # "revoked" (ids trainers drop from earlier batches) and "overrides"
         if self.report:
             from batches.report import write_report
             write_report(tmp / "report.html", manifest, series, self.window.timeline_rows())

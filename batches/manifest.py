@@ -57,12 +57,17 @@ def kind_of(example: Mapping[str, Any]) -> str | None:
 
 
 def row_of(envelope: Mapping[str, Any]) -> dict[str, Any]:
-    """The shard row of an accepted envelope: TRL's columns plus ``id`` and ``source``."""
+    """The shard row of an accepted envelope: TRL's columns plus ``id`` and ``source`` (and ``overridden``
+    when an operator force-accepted it)."""
     ex = envelope["example"]
     if kind_of(ex) == "sft":
-        return {"id": envelope["id"], "messages": ex["messages"], "source": envelope.get("source")}
-    return {"id": envelope["id"], "prompt": ex["prompt"], "chosen": ex["chosen"], "rejected": ex["rejected"],
-            "source": envelope.get("source")}
+        row = {"id": envelope["id"], "messages": ex["messages"], "source": envelope.get("source")}
+    else:
+        row = {"id": envelope["id"], "prompt": ex["prompt"], "chosen": ex["chosen"], "rejected": ex["rejected"],
+               "source": envelope.get("source")}
+    if envelope.get("overridden"):  # force-accepted by an operator (JSON shards; Parquet keeps its columns)
+        row["overridden"] = {k: envelope["overridden"].get(k) for k in ("action", "who", "note", "at")}
+    return row
 
 
 def _texts(messages: Iterable[Mapping[str, Any]], *, skip_system: bool = False) -> str:

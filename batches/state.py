@@ -7,6 +7,7 @@ rebuilds its counts from the lines of ``open.jsonl``.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 from collections import Counter
@@ -19,6 +20,32 @@ import orjson
 from batches.manifest import DUPLICATE_REASONS
 
 TIMELINE_BIN_S = 60
+
+
+class StateLockedError(RuntimeError):
+    """Another process owns the batch state directory."""
+
+
+def lock_state(state: Path, root: Path):
+    """Takes the exclusive lock of a batch state directory (``state/lock``, with our pid); returns its file.
+
+    Raises:
+        StateLockedError: another process holds it (its pid is in the message).
+    """
+    fh = open(state / "lock", "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        owner = fh.read().strip() or "unknown"
+        fh.close()
+        raise StateLockedError(f"the batch directory {root} is in use by another process (pid {owner}); "
+                               "stop it, or ask it to cut with `sieve batches cut` (control topic)") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    return fh
 
 
 def iso(t: float) -> str:

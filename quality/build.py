@@ -58,10 +58,13 @@ def build_stages(settings, registry: Registry = REGISTRY) -> list[Stage]:
     return stages
 
 
-def build_pipeline(settings=None, *, score_mode: bool = False, registry: Registry = REGISTRY) -> Pipeline:
+def build_pipeline(settings=None, *, score_mode: bool = False, registry: Registry = REGISTRY,
+                   overrides=None) -> Pipeline:
+    """The pipeline of ``settings``; ``overrides`` is an :class:`~quality.overrides.OverrideBook` (file mode)."""
     settings = settings or PipelineSettings()
     return Pipeline(build_stages(settings, registry), max_message_bytes=settings.max_message_bytes,
-                    format=settings.format, score_mode=score_mode, dedup_window_s=settings.dedup_window_s)
+                    format=settings.format, score_mode=score_mode, dedup_window_s=settings.dedup_window_s,
+                    overrides=overrides)
 
 
 class _Calibration:

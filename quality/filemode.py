@@ -7,6 +7,9 @@ files, where every non-blank input line ends in exactly one of ``accepted.jsonl`
 ``rejected.jsonl`` or ``dead_letter.jsonl``; :func:`annotate` (``sieve score``, a
 score-mode pipeline) into one file in input order. Both write a summary that counts
 decisions by reason and source, with score distributions and timings.
+``summary.json`` has ``reasons`` (the deciding reason of each decision) and
+``reasons_carried`` (every reason an envelope carries: the deciding one first, then e.g.
+``contaminated``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import orjson
 
-from quality.envelope import Decision, DecisionKind, encode_output
+from quality.envelope import Decision, DecisionKind, encode_decision, safe_text
 from quality.pipeline import Pipeline
 from quality.records import RawRecord
 
@@ -70,15 +73,18 @@ class Summary:
 
     decisions: Counter = field(default_factory=Counter)
     reasons: Counter = field(default_factory=Counter)
+    reasons_carried: Counter = field(default_factory=Counter)
     by_source: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     scores: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     other: Counter = field(default_factory=Counter)
 
     def add(self, d: Decision) -> None:
         self.decisions[d.decision] += 1
-        for r in d.reasons[:1]:  # the reason that decided; score mode may list several
+        for r in d.reasons[:1]:  # the reason that decided
             self.reasons[f"{d.decision}:{r}"] += 1
-        source = d.example.source if d.example is not None and d.example.source else "unknown"
+        for r in d.reasons:  # every reason carried: contaminated is recorded whatever decided the example
+            self.reasons_carried[f"{d.decision}:{r}"] += 1
+        source = safe_text(d.example.source) if d.example is not None and d.example.source else "unknown"
         self.by_source[source][d.decision] += 1
         for name, value in d.scores.items():
             self.scores[name].append(float(value))
@@ -89,12 +95,14 @@ class Summary:
             "total": total,
             "decisions": dict(self.decisions),
             "reasons": dict(sorted(self.reasons.items())),
+            "reasons_carried": dict(sorted(self.reasons_carried.items())),
             "by_source": {k: dict(v) for k, v in sorted(self.by_source.items())},
             "scores": {k: distribution(v) for k, v in sorted(self.scores.items())},
             "stages": pipeline.stats(),
             "seconds": round(seconds, 3),
             "examples_per_s": round(total / seconds, 1) if seconds > 0 else None,
             "versions": pipeline.versions(),
+            **({"overrides": pipeline.overrides.report()} if pipeline.overrides is not None else {}),
             **dict(self.other),
         }
 
@@ -136,11 +144,12 @@ def decide_records(pipeline: Pipeline, records: Iterable[RawRecord], sink: Sink,
     summary = summary if summary is not None else Summary()
     versions = pipeline.versions()
     for batch in batched(records, batch_size):
-        decisions = pipeline.process(batch)
-        for d in decisions:
-            kind, data = encode_output(d, versions)
-            sink(kind, data + b"\n")
+        decisions = []
+        for d in pipeline.process(batch):
+            d, data = encode_decision(d, versions)  # total: an unwritable decision becomes a dead letter
+            sink(d.decision, data + b"\n")
             summary.add(d)
+            decisions.append(d)
         if on_decisions is not None:
             on_decisions(decisions)
         if progress is not None:

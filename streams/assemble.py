@@ -12,9 +12,9 @@ from quality.build import build_pipeline as _build_pipeline
 from quality.pipeline import Pipeline
 
 
-def build_pipeline(settings=None, *, score_mode: bool = False) -> Pipeline:
+def build_pipeline(settings=None, *, score_mode: bool = False, overrides=None) -> Pipeline:
     """:func:`quality.build.build_pipeline` with the model stages registered."""
-    return _build_pipeline(settings, score_mode=score_mode)
+    return _build_pipeline(settings, score_mode=score_mode, overrides=overrides)
 
 
 def head_calibration(settings) -> dict[str, float]:

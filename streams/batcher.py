@@ -2,8 +2,9 @@
 
 One :class:`Batcher` process (a kafka-python consumer in its own group,
 ``<group_id>-batcher``) reads ``sieve.accepted``, ``sieve.rejected`` (for the
-window statistics of each batch) and ``sieve.control`` (operators' cut requests),
-feeds a :class:`batches.assembler.BatchAssembler`, and announces every closed batch
+window statistics of each batch) and ``sieve.control`` (operators' cut requests, and
+the overrides of ``sieve review``: see :mod:`batches.overrides`), feeds a
+:class:`batches.assembler.BatchAssembler`, and announces every closed batch
 by publishing its manifest on ``sieve.batches`` with the batch id as key.
 
 Delivery: each poll's records are fed and fsynced into the batch state, the
@@ -24,6 +25,7 @@ from typing import Any, Callable
 import orjson
 
 from batches.assembler import BatchAssembler
+from quality.overrides import OVERRIDE_TYPE, OverrideError, parse_override
 from streams.config import Settings
 from streams.metrics.batcher import BatchMetrics
 from streams.topics import client_kwargs, ensure_topics
@@ -112,6 +114,9 @@ class Batcher:
                 except orjson.JSONDecodeError:
                     log.warning("ignoring a control message that is not JSON (offset %d)", rec.offset)
                     continue
+                if isinstance(msg, dict) and msg.get("type") == OVERRIDE_TYPE:  # `sieve review`: batches/overrides.py
+                    self._override(msg, rec.offset, closed)
+                    continue
                 if not isinstance(msg, dict) or msg.get("command") != CUT_COMMAND:
                     log.warning("ignoring unknown control message at offset %d: %.100r", rec.offset, msg)
                     continue
@@ -137,6 +142,15 @@ class Batcher:
                 env.setdefault("decision", "accepted")
             envelopes.append(env)
         closed.extend(self.assembler.feed(envelopes))
+
+    def _override(self, msg: dict[str, Any], offset: int, closed: list[dict[str, Any]]) -> None:
+        """An operator's override: force-reject leaves or revokes, force-accept joins the open batch."""
+        try:
+            ov = parse_override(msg)
+        except OverrideError as exc:
+            log.warning("ignoring an invalid override on the control topic (offset %d): %s", offset, exc)
+            return
+        closed.extend(self.assembler.apply_override(ov))
 
     def run_once(self) -> list[dict[str, Any]]:
         """One poll: feed, close on count/age/request, make state durable, publish, then commit."""

@@ -24,6 +24,12 @@ message on kafka.control_topic, sieve.control). Each closed batch is a directory
   <batches.dir>/<batch id>/manifest.json                     counts, sha256 of every file, stats
 
 and its manifest is published on kafka.batches_topic (sieve.batches, key = batch id).
+
+Operators' overrides (`sieve review --kafka`) arrive on the control topic too: a
+force-rejected id leaves the open batch, or, if a closed batch holds it, is listed
+under "revoked" in the next manifest (trainers drop it), and is never batched later;
+a force-accepted example joins the open batch, marked "overridden" in its shard row
+and counted in the manifest. See docs/review.md.
 Trainers load a batch from the manifest alone: see examples/trainer_consumer.py.
 
 Delivery: input offsets are committed only after the batch state is fsynced and any

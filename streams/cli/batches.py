@@ -215,6 +215,9 @@ class CurateBatches:
         except StateLockedError as exc:
             raise ValueError(f"--batches {args.batches}: {exc}") from None
         self.versions = pipeline.versions()
+        book = getattr(pipeline, "overrides", None)
+        for ov in (book.by_id.values() if book is not None else ()):  # revocations and blocks (batches/overrides.py)
+            self.closed.extend(self.assembler.apply_override(ov, feed=False))
 
     @property
     def on_decisions(self) -> Callable[[list], None] | None:

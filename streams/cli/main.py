@@ -13,6 +13,11 @@ import logging
 import os
 import sys
 
+from quality.stage import StageBroken
+
+#: Exit status when a stage fails on every example and on a known-good canary (a broken model).
+EXIT_STAGE_BROKEN = 3
+
 # (module, command) in the order --help lists them
 COMMANDS = [
     "streams.cli.curate",
@@ -23,6 +28,7 @@ COMMANDS = [
     "streams.cli.demo",
     "streams.cli.batcher",
     "streams.cli.batches",
+    "streams.cli.review",
 ]
 
 EPILOG = """\
@@ -38,6 +44,7 @@ examples:
   sieve score data.jsonl --out scored.jsonl   # every record with every score, nothing dropped
   sieve run                                   # stream worker on the configured brokers
   sieve demo                                  # local broker + worker + producer, live counts
+  sieve review out/                           # web page: browse rejections, override decisions
 """
 
 
@@ -74,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, ImportError, PortInUse) as exc:  # usage errors: say what and exit 2
         print(f"sieve {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except StageBroken as exc:  # not the data: a stage fails on known-good input too
+        print(f"sieve {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_STAGE_BROKEN
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `sieve config | head`

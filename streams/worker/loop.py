@@ -74,6 +74,17 @@ def raw_from_event(event: Any, topic_id: str | None = None) -> RawRecord:
     return RawRecord(bytes(value) if not isinstance(value, bytes) else value, origin)
 
 
+def offsets_of(events: Sequence[Any]) -> str:
+    """``topic[partition] offsets first..last`` of a batch's events, for a log line."""
+    spans: dict[tuple[str, int], list[int]] = {}
+    for event in events:
+        m = getattr(event, "message", None)
+        if m is not None:
+            span = spans.setdefault((m.topic, m.partition), [m.offset, m.offset])
+            span[0], span[1] = min(span[0], m.offset), max(span[1], m.offset)
+    return ", ".join(f"{t}[{p}] offsets {a}..{b}" for (t, p), (a, b) in sorted(spans.items())) or "no offsets"
+
+
 class Stage1:
     """``--role score``: the score half of the pipeline, then the stateless half of the decide
     stages (``annotate``: content hash, MinHash signature), so the decider recomputes nothing.
@@ -185,9 +196,9 @@ class StreamWorker:
         except BaseException as exc:  # noqa: BLE001 - nothing may reach faust's ack-in-finally
             if is_fenced(exc):
                 exit_fenced(self.role, self.transactional_id or "?", self.kafka.group_id, self.metrics)
-            log.critical("batch of %d failed (%s); exiting with %d before faust can commit it: restart the worker "
-                         "(recovery skips the inputs already decided)", len(events), describe_error(exc, self.kafka),
-                         EXIT_DELIVERY_FAILED, exc_info=True)
+            log.critical("batch of %d at %s failed (%s); exiting with %d before faust can commit it: restart the "
+                         "worker (recovery skips the inputs already decided)", len(events), offsets_of(events),
+                         describe_error(exc, self.kafka), EXIT_DELIVERY_FAILED, exc_info=True)
             logging.shutdown()
             os._exit(EXIT_DELIVERY_FAILED)
 

@@ -19,7 +19,7 @@ import asyncio
 import logging
 from typing import Any, Mapping, Sequence
 
-from quality.envelope import Decision, encode_output
+from quality.envelope import Decision, encode_decision, safe_origin
 from streams.config import KafkaSettings
 from streams.recovery.envelopes import state_features
 from streams.topics import client_kwargs
@@ -68,21 +68,31 @@ class Publisher:
             await self.producer.stop()
             self.producer = None
 
-    def encode(self, d: Decision, limit: int) -> tuple[str, bytes]:
-        """``(topic, value)`` of one decision's envelope."""
-        kind, value = encode_output(d, self.versions, limit, extra=state_features(d))
-        if kind != d.decision:
-            log.warning("envelope of an input at %s too large for Kafka; dead-lettered", dict(d.origin))
-        return self.topics[kind], value
+    def encode(self, d: Decision) -> tuple[Decision, bytes, bytes]:
+        """The decision actually written, its key and its envelope's bytes; never raises.
+
+        An envelope too large for one Kafka message even after shrinking becomes a small
+        ``too_large`` dead letter, one that orjson cannot write an ``unencodable`` one
+        (:func:`quality.envelope.encode_decision`); either is logged with the input's
+        topic, partition and offset. An accepted envelope carries its state features.
+        """
+        key = d.id.encode("utf-8", "surrogatepass")
+        limit = self.kafka.max_output_bytes - len(key) - RECORD_OVERHEAD_BYTES
+        written, value = encode_decision(d, self.versions, limit, state_features(d))
+        if written is not d:
+            log.warning("the envelope of the input at %s was dead-lettered as %s: %s", safe_origin(d.origin),
+                        written.reasons[0], written.error)
+            key = written.id.encode("utf-8")
+        return written, key, value
 
     async def publish(self, decisions: Sequence[Decision]) -> None:
         """Produce one envelope per decision (key = example id) and await every acknowledgement.
 
         An envelope that cannot fit in one Kafka message even after shrinking goes to the
-        dead-letter topic as a small ``too_large`` envelope instead (:func:`quality.envelope.encode_output`).
-        In a transaction, the acknowledgements come before the commit, and the commit before
-        this returns: the caller (and faust's offset commit) only goes on once the outputs
-        are visible to ``read_committed`` consumers.
+        dead-letter topic as a small ``too_large`` envelope instead, and one orjson cannot write
+        as an ``unencodable`` one (:meth:`encode`). In a transaction, the acknowledgements
+        come before the commit, and the commit before this returns: the caller (and faust's
+        offset commit) only goes on once the outputs are visible to ``read_committed`` consumers.
         """
         if not decisions:
             return
@@ -90,8 +100,8 @@ class Publisher:
             await self.producer.begin_transaction()
         futures, sent_to = [], []
         for d in decisions:
-            key = d.id.encode("utf-8", "surrogatepass")
-            topic, value = self.encode(d, self.kafka.max_output_bytes - len(key) - RECORD_OVERHEAD_BYTES)
+            written, key, value = self.encode(d)
+            topic = self.topics[written.decision]
             futures.append(await self.producer.send(topic, value=value, key=key))
             sent_to.append(topic)
         metas = await asyncio.gather(*futures)
@@ -114,15 +124,15 @@ class ScoredPublisher(Publisher):
 
         return self.kafka.max_output_bytes + SCORED_EXTRA_BYTES
 
-    def encode(self, d: Decision, limit: int) -> tuple[str, bytes]:
+    def encode(self, d: Decision) -> tuple[Decision, bytes, bytes]:
         from streams.roles.scored import encode_scored
 
-        return self.kafka.scored_topic, encode_scored(d, self.versions, limit)
+        key = d.id.encode("utf-8", "surrogatepass")
+        return d, key, encode_scored(d, self.versions, self.kafka.max_output_bytes - len(key) - RECORD_OVERHEAD_BYTES)
 
     async def publish(self, decisions: Sequence[Decision]) -> None:
         futures = []
         for d in decisions:
-            key = d.id.encode("utf-8", "surrogatepass")
-            topic, value = self.encode(d, self.kafka.max_output_bytes - len(key) - RECORD_OVERHEAD_BYTES)
-            futures.append(await self.producer.send(topic, value=value, key=key))
+            _d, key, value = self.encode(d)
+            futures.append(await self.producer.send(self.kafka.scored_topic, value=value, key=key))
         await asyncio.gather(*futures)
