@@ -32,6 +32,30 @@ def decide_pipeline_factory(settings: Settings) -> Any:
     return build
 
 
+def check_one_scored_partition(kafka) -> None:  # noqa: ANN001 - streams.config.KafkaSettings
+    """Refuse a scored topic of several partitions: each would need its own owner with its own
+    dedup state, and a duplicate in another partition would not be seen (sharding the decider is
+    planned in docs/scaling.md, not built).
+
+    Raises:
+        ValueError: the scored topic has more than one partition.
+        KafkaUnreachable: the broker does not answer.
+    """
+    from streams.exit_codes import KafkaUnreachable
+    from streams.worker.topic_identity import TopicCheckFailed, describe_once
+
+    try:
+        state = describe_once(kafka, [kafka.scored_topic])[kafka.scored_topic]
+    except TopicCheckFailed as exc:
+        raise KafkaUnreachable(f"cannot read the metadata of {kafka.scored_topic} from kafka.brokers="
+                               f"{kafka.brokers!r} ({exc})") from exc
+    if state.partitions > 1 or kafka.scored_partitions != 1:
+        raise ValueError(f"{kafka.scored_topic} has {state.partitions} partitions (kafka.scored_partitions="
+                         f"{kafka.scored_partitions}): one decider owns all dedup state, so the scored topic must "
+                         "have exactly one partition. Recreate it with one, or set kafka.scored_topic to a new "
+                         "name (docs/streams.md, 'Roles')")
+
+
 def run_decider(settings: Settings, state: dict) -> int:
     """Run the decider until SIGTERM or Ctrl-C; returns the exit status (0)."""
     from prometheus_client import REGISTRY
@@ -43,6 +67,7 @@ def run_decider(settings: Settings, state: dict) -> int:
 
     kafka = role_kafka(settings.kafka, "decide")
     created = ensure_topics(kafka, worker_topics(kafka, "decide"))
+    check_one_scored_partition(kafka)
     metrics = SieveMetrics(REGISTRY, settings.metrics.source_allowlist)
     metrics.set_role("decide")
     build = decide_pipeline_factory(settings)
