@@ -28,7 +28,6 @@ import orjson
 
 from quality.envelope import Decision, encode_output
 from quality.features import Features
-from quality.normalize import normalize_example
 from quality.reasons import Reason
 from quality.records import Example
 from streams.recovery.envelopes import example_from_envelope
@@ -115,7 +114,9 @@ def decode_scored(value: bytes | None, where: Mapping[str, Any]) -> ScoredRecord
         features = Features.from_dict(env.get("features") or {})
     except (ValueError, AttributeError) as exc:
         return _not_scored(value, where, f"a pending scored record with bad features ({exc})")
-    rec.example = normalize_example(dataclasses.replace(ex, features=features))
+    # no second normalize_example: the scorer normalized the example before writing its canonical
+    # form, and normalization is idempotent (tests/unit/streams/test_roles.py decides alike)
+    rec.example = dataclasses.replace(ex, features=features)
     rec.details = {str(k): str(v) for k, v in (env.get("details") or {}).items()}
     return rec
 
