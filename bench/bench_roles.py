@@ -117,11 +117,13 @@ def stage1_scale(lines: list[bytes], repeats: int) -> dict:
 
 
 def _variant(obj: dict, rng, k: int) -> dict:
-    """``obj`` with ``k`` words of its output replaced by random ones (a different content)."""
+    """``obj`` with its output's words shuffled and ``k`` new words added: a different content
+    (another exact key, and MinHash-far: its 5-word shingles are new), of the same length and
+    vocabulary. What a decider stores is distinct content (its duplicates were rejected), so
+    the store must not be full of near copies of itself, which would crowd the LSH buckets."""
     out = dict(obj)
-    words = str(out.get("output", "")).split() or ["empty"]
-    for _ in range(k):
-        words[int(rng.integers(len(words)))] = f"w{int(rng.integers(1 << 30)):x}"
+    words = str(out.get("output", "")).split() + [f"w{int(rng.integers(1 << 30)):x}" for _ in range(k)]
+    rng.shuffle(words)
     out["output"] = " ".join(words)
     out["id"] = f"{obj.get('id', 'row')}-v{int(rng.integers(1 << 40)):x}"
     return out
@@ -347,7 +349,8 @@ def render(r: dict) -> str:
         "Per query: decode the scored record, the decide stages (exact, near, quality gate, semantic, "
         "pair margin) with the in-batch rechecks, and the envelope with its state features; batches of "
         "256 (FAISS with its default threads: " + str(r["decider"][0].get("faiss_threads", "?")) + "). Stored: "
-        "real dev rows, then variants of them with six words changed. Embeddings (float16 values): "
+        "real dev rows, then variants of them (the response's words shuffled, six new ones added: distinct "
+        "content, as a decider stores only what it accepted). Embeddings (float16 values): "
         + str(r["decider"][0].get("embeddings", "?")) + ", then neighbours of those at cosine U(0.70, 0.92); "
         "queries: 10% exact copies of stored examples, 10% semantic duplicates (cosine U(0.96, 0.99) to a "
         "stored one), 80% new content (shuffled words, a neighbour embedding at cosine U(0.70, 0.92) of a "
