@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
+import os
 import time
+from array import array
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +27,7 @@ import orjson
 from quality.envelope import Decision, DecisionKind, encode_output
 from quality.pipeline import Pipeline
 from quality.records import RawRecord
+from quality.stage import unmet_needs_message
 
 OUTPUT_FILES = {"accepted": "accepted.jsonl", "rejected": "rejected.jsonl", "dead_letter": "dead_letter.jsonl"}
 
@@ -64,33 +68,103 @@ def batched(items: Iterable[RawRecord], size: int) -> Iterator[list[RawRecord]]:
         yield batch
 
 
+#: ``kind`` of a decision whose input could not be parsed (it has no example).
+UNPARSED = "unparsed"
+
+
+def _table(factory=Counter) -> defaultdict:
+    return defaultdict(factory)
+
+
 @dataclass
 class Summary:
-    """Counts and distributions gathered while decisions are written."""
+    """Counts and distributions gathered while decisions are written; :meth:`to_dict` is ``summary.json``.
+
+    Scores are kept by kind of example (``sft``, ``preference``) and decision, so a quality
+    threshold is read off SFT examples only (pairs are not gated on quality unless
+    ``scoring.apply_quality_to_pairs``). ``series`` gives the raw values to the HTML report.
+    """
 
     decisions: Counter = field(default_factory=Counter)
     reasons: Counter = field(default_factory=Counter)
-    by_source: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
-    scores: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    by_source: dict[str, Counter] = field(default_factory=_table)
+    reasons_by_source: dict[str, Counter] = field(default_factory=_table)
+    by_kind: dict[str, Counter] = field(default_factory=_table)
+    by_file: dict[str, dict[str, Counter]] = field(default_factory=lambda: _table(lambda: _table()))
+    # (kind, decision, score name) -> values; lengths likewise, by (kind, decision, length name)
+    values: dict[tuple[str, str, str], array] = field(default_factory=lambda: _table(lambda: array("d")))
+    lengths: dict[tuple[str, str, str], array] = field(default_factory=lambda: _table(lambda: array("d")))
     other: Counter = field(default_factory=Counter)
 
     def add(self, d: Decision) -> None:
         self.decisions[d.decision] += 1
-        for r in d.reasons[:1]:  # the reason that decided; score mode may list several
-            self.reasons[f"{d.decision}:{r}"] += 1
         source = d.example.source if d.example is not None and d.example.source else "unknown"
+        kind = d.example.kind if d.example is not None else UNPARSED
         self.by_source[source][d.decision] += 1
+        self.by_kind[kind][d.decision] += 1
+        where = self.by_file[str(d.origin.get("file", "?"))] if "file" in d.origin else None
+        if where is not None:
+            where["decisions"][d.decision] += 1
+        for r in d.reasons[:1]:  # the reason that decided; score mode may list several
+            key = f"{d.decision}:{r}"
+            self.reasons[key] += 1
+            self.reasons_by_source[source][key] += 1
+            if where is not None:
+                where["reasons"][key] += 1
         for name, value in d.scores.items():
-            self.scores[name].append(float(value))
+            self.values[(kind, d.decision, name)].append(float(value))
+        if d.example is not None:
+            self.lengths[(kind, d.decision, "prompt_chars")].append(len(d.example.prompt_text))
+            self.lengths[(kind, d.decision, "response_chars")].append(len(d.example.response_text))
+
+    def series(self, name: str, kind: str | None = None, decision: str | None = None) -> list[float]:
+        """Every value of score ``name`` (of one kind and/or decision, or all of them)."""
+        return [v for (k, dec, n), vs in self.values.items()
+                if n == name and kind in (None, k) and decision in (None, dec) for v in vs]
+
+    def report_series(self) -> dict[str, dict[str, dict[str, dict[str, list[float]]]]]:
+        """What the run report draws: ``{"scores"|"lengths": {kind: {name: {decision: values}}}}``."""
+        out: dict[str, dict] = {"scores": {}, "lengths": {}}
+        for part, table in (("scores", self.values), ("lengths", self.lengths)):
+            for (kind, decision, name), vs in sorted(table.items()):
+                out[part].setdefault(kind, {}).setdefault(name, {})[decision] = list(vs)
+        return out
+
+    def score_names(self) -> list[str]:
+        return sorted({n for _, _, n in self.values})
 
     def to_dict(self, pipeline: Pipeline, seconds: float) -> dict[str, Any]:
         total = sum(self.decisions.values())
+        specs = pipeline.score_specs()
+        counted = [n for n in self.score_names() if n in specs and specs[n].count]
+        plotted = [n for n in self.score_names() if n not in counted]
+        by_kind: dict[str, dict[str, Any]] = {}
+        for kind in sorted({k for k, _, _ in self.values}):
+            for name in plotted:
+                row = {"all": distribution(self.series(name, kind))}
+                for decision in sorted({dec for k, dec, n in self.values if k == kind and n == name}):
+                    row[decision] = distribution(self.series(name, kind, decision))
+                if row["all"] is not None:
+                    by_kind.setdefault(kind, {})[name] = row
+        counts = {}
+        for name in counted:
+            xs = self.series(name)
+            counts[name] = {"examples": sum(1 for x in xs if x > 0), "total": round(sum(xs), 6)}
         return {
             "total": total,
             "decisions": dict(self.decisions),
             "reasons": dict(sorted(self.reasons.items())),
+            "by_kind": {k: dict(v) for k, v in sorted(self.by_kind.items())},
             "by_source": {k: dict(v) for k, v in sorted(self.by_source.items())},
-            "scores": {k: distribution(v) for k, v in sorted(self.scores.items())},
+            "reasons_by_source": {k: dict(sorted(v.items())) for k, v in sorted(self.reasons_by_source.items())},
+            "by_input_file": {f: {"total": sum(t["decisions"].values()), "decisions": dict(t["decisions"]),
+                                  "reasons": dict(sorted(t["reasons"].items()))} for f, t in self.by_file.items()},
+            "scores": {n: distribution(self.series(n)) for n in plotted},
+            "scores_by_kind": by_kind,
+            "score_counts": counts,
+            "thresholds": pipeline.thresholds(),
+            **({"unchecked": {s: unmet_needs_message(st, m) for s, m in pipeline.unmet.items()
+                              for st in pipeline.stages if st.name == s}} if pipeline.unmet else {}),
             "stages": pipeline.stats(),
             "seconds": round(seconds, 3),
             "examples_per_s": round(total / seconds, 1) if seconds > 0 else None,
@@ -149,10 +223,85 @@ def decide_records(pipeline: Pipeline, records: Iterable[RawRecord], sink: Sink,
     return summary
 
 
-def _check_inputs(inputs: Sequence[Path]) -> None:
+class PathProblem(ValueError):
+    """An input or output path that cannot be used, found before any work (a usage error: exit 2)."""
+
+
+def check_inputs(inputs: Sequence[Path]) -> None:
+    """Every input is a readable file; checked before the pipeline (and its model) is built.
+
+    Raises:
+        FileNotFoundError: an input does not exist.
+        PathProblem: an input is a directory or cannot be read.
+    """
     for path in inputs:
-        if not Path(path).is_file():
+        path = Path(path)
+        if not path.exists():
             raise FileNotFoundError(f"input file not found: {path}")
+        if path.is_dir():
+            raise PathProblem(f"input {path} is a directory; give the JSONL files in it (e.g. {path}/*.jsonl)")
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise PathProblem(f"cannot read input {path}: {exc.strerror or exc}") from exc
+
+
+def _probe_writable(directory: Path, what: str) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".sieve-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise PathProblem(f"{what}: cannot write in {directory}: {exc.strerror or exc}") from exc
+
+
+def prepare_out_dir(out_dir: Path) -> None:
+    """``--out DIR`` of ``sieve curate``: a directory (created) Sieve can write in.
+
+    Raises:
+        PathProblem: it is a file, or cannot be created or written.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PathProblem(f"--out {out_dir} is a file, not a directory: give a directory (it is created, and "
+                          f"{', '.join(OUTPUT_FILES.values())} and summary.json are written in it)")
+    _probe_writable(out_dir, f"--out {out_dir}")
+    for name in (*OUTPUT_FILES.values(), "summary.json"):
+        if (out_dir / name).is_dir():
+            raise PathProblem(f"--out {out_dir}: {out_dir / name} is a directory; move it away")
+
+
+def prepare_out_file(out: Path) -> None:
+    """``--out FILE`` of ``sieve score``: a file (replaced) in a directory Sieve can write in.
+
+    Raises:
+        PathProblem: it is a directory, or its directory cannot be created or written.
+    """
+    out = Path(out)
+    if out.is_dir():
+        raise PathProblem(f"--out {out} is a directory: give a file name (e.g. {out / 'scored.jsonl'})")
+    _probe_writable(out.parent, f"--out {out}")
+
+
+def count_records(paths: Sequence[Path], limit: int | None = None) -> int:
+    """How many lines the inputs hold (blank ones too), at most ``limit``: the progress bar's total.
+
+    Counts newlines a megabyte at a time (gzip files are decompressed), far cheaper than
+    deciding them.
+    """
+    total = 0
+    for path in paths:
+        with open_binary(Path(path)) as fh:
+            last = b"\n"
+            while chunk := fh.read(1 << 20):
+                total += chunk.count(b"\n")
+                last = chunk[-1:]
+                if limit is not None and total >= limit:
+                    return limit
+            total += last != b"\n"
+    return total if limit is None else min(total, limit)
 
 
 def _write_summary(summary: Summary, pipeline: Pipeline, seconds: float, path: Path) -> dict[str, Any]:
@@ -161,9 +310,20 @@ def _write_summary(summary: Summary, pipeline: Pipeline, seconds: float, path: P
     return result
 
 
+def _records(inputs: Sequence[Path], summary: Summary, limit: int | None) -> Iterator[RawRecord]:
+    if limit is not None and limit <= 0:
+        raise ValueError(f"limit must be > 0, got {limit}")
+    records = read_records(inputs, summary.other)
+    if limit is None:
+        return records
+    summary.other["limit"] = limit
+    return itertools.islice(records, limit)
+
+
 def curate(pipeline: Pipeline, inputs: Sequence[Path], out_dir: Path, *, batch_size: int = 256,
            progress: Callable[[int], None] | None = None,
-           on_decisions: Callable[[list[Decision]], None] | None = None) -> dict[str, Any]:
+           on_decisions: Callable[[list[Decision]], None] | None = None, limit: int | None = None,
+           summary: Summary | None = None) -> dict[str, Any]:
     """Runs the pipeline over files and writes the three decision files and ``summary.json``; returns the summary.
 
     Args:
@@ -171,14 +331,16 @@ def curate(pipeline: Pipeline, inputs: Sequence[Path], out_dir: Path, *, batch_s
         inputs: JSONL or .jsonl.gz files, read in order.
         out_dir: created if missing; existing output files are replaced.
         batch_size, progress, on_decisions: see :func:`decide_records`.
+        limit: decide only the first ``limit`` non-blank lines (a trial run).
+        summary: where counts and score values go (the caller keeps it for a report).
     """
-    _check_inputs(inputs)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    summary = Summary()
+    check_inputs(inputs)
+    prepare_out_dir(out_dir)
+    summary = summary if summary is not None else Summary()
     t0 = time.perf_counter()
     handles = {k: open(out_dir / name, "wb") for k, name in OUTPUT_FILES.items()}
     try:
-        decide_records(pipeline, read_records(inputs, summary.other), lambda kind, line: handles[kind].write(line),
+        decide_records(pipeline, _records(inputs, summary, limit), lambda kind, line: handles[kind].write(line),
                        batch_size=batch_size, progress=progress, on_decisions=on_decisions, summary=summary)
     finally:
         for fh in handles.values():
@@ -187,15 +349,16 @@ def curate(pipeline: Pipeline, inputs: Sequence[Path], out_dir: Path, *, batch_s
 
 
 def annotate(pipeline: Pipeline, inputs: Sequence[Path], out: Path, *, batch_size: int = 256,
-             progress: Callable[[int], None] | None = None) -> tuple[dict[str, Any], Path]:
+             progress: Callable[[int], None] | None = None, limit: int | None = None,
+             summary: Summary | None = None) -> tuple[dict[str, Any], Path]:
     """``sieve score``: every envelope into one file ``out``, in input order, and the summary
     beside it (``OUT.summary.json``); returns the summary and its path. Give it a score-mode pipeline."""
-    _check_inputs(inputs)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    summary = Summary()
+    check_inputs(inputs)
+    prepare_out_file(out)
+    summary = summary if summary is not None else Summary()
     t0 = time.perf_counter()
     with open(out, "wb") as fh:
-        decide_records(pipeline, read_records(inputs, summary.other), lambda _kind, line: fh.write(line),
+        decide_records(pipeline, _records(inputs, summary, limit), lambda _kind, line: fh.write(line),
                        batch_size=batch_size, progress=progress, summary=summary)
     path = out.with_name(out.name + ".summary.json")
     return _write_summary(summary, pipeline, time.perf_counter() - t0, path), path
