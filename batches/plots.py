@@ -73,7 +73,7 @@ def label(name: str, width: int = LABEL_WIDTH) -> str:
         line += token
     if line:
         lines.append(line)
-    return "\n".join(lines) or name
+    return ("\n".join(lines) or name).replace("$", r"\$")  # a $ would start matplotlib's math mode
 
 
 def _groups(values: Sequence[float] | Mapping[str, Sequence[float]]) -> dict[str, list[float]]:

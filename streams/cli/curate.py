@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
 from streams.cli.batches import CurateBatches, add_curate_options
+
+log = logging.getLogger(__name__)
 
 HELP = """\
 Reads JSONL files (also .jsonl.gz), one example per line in any supported format
@@ -121,7 +124,10 @@ def run(args: argparse.Namespace) -> int:
     if report:
         from batches.run_report import write_run_report
 
-        extra["report"] = str(write_run_report(args.out / "report.html", result, summary.report_series()))
+        try:
+            extra["report"] = str(write_run_report(args.out / "report.html", result, summary.report_series()))
+        except Exception:  # noqa: BLE001 - the decisions are written: a report that cannot be drawn must not undo that
+            log.exception("report.html could not be drawn (the outputs and summary.json are complete)")
     print(json.dumps({"out": str(args.out), "total": result["total"], "decisions": result["decisions"],
                       "examples_per_s": result["examples_per_s"], **extra, **batches.summary()}))
     return 0

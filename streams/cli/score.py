@@ -27,6 +27,8 @@ own; `decision` is rejected when there is one. That is what a threshold is calib
 on, but it is not always what `sieve curate` decides: curate compares only with
 accepted examples, so a copy of a record rejected for another reason is accepted there.
 Lines that cannot be parsed appear as dead_letter envelopes, so every line is accounted for.
+The one thing --batch-size can move is the last digit of a model score (about 1e-6): the
+encoder pads each batch to its longest example, and float32 sums in another order.
 
 Calibrate on the distributions by kind printed at the end (also in FILE.summary.json,
 scores_by_kind): pick scoring.quality_threshold from scores_by_kind.sft.quality
