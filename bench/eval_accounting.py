@@ -48,6 +48,14 @@ CORRUPT: list[tuple[bytes, str, str]] = [
      "rejected", "bad_encoding"),
     (json.dumps({"prompt": "Pick one.", "chosen": "Same answer.", "rejected": "Same answer."}).encode(),
      "rejected", "pair_identical"),
+    # poison that once crash-looped the worker: a lone surrogate beside an integer over 64 bits,
+    # metadata nested past what orjson writes, a number past a double
+    (b'{"instruction":"Explain \\ud800 this","output":"Some answer.","metadata":{"order":12345678901234567890123}}',
+     "dead_letter", "invalid_utf8"),
+    (b'{"instruction":"Explain this","output":"Some answer.","metadata":{"a":' + b"[" * 300 + b"]" * 300 + b"}}",
+     "dead_letter", "too_deep"),
+    (b'{"instruction":"Explain this","output":"Some answer.","metadata":{"x":1e400,"n":12345678901234567890123}}',
+     "dead_letter", "invalid_json"),
 ]
 
 

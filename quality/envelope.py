@@ -1,9 +1,18 @@
 """Decisions and their envelopes: the one output record of Sieve, built and encoded here.
 
-Both drivers write what :meth:`Decision.envelope` builds and :func:`encode_envelope`
+Both drivers write what :meth:`Decision.envelope` builds and :func:`encode_output`
 encodes: file mode (``quality/filemode.py``) without a size limit, the stream worker
 with ``kafka.max_output_bytes``. A dead letter carries its raw payload (UTF-8 text or
 base64, cut past :data:`DEAD_LETTER_RAW_BYTES`) and the error text.
+
+Encoding is total (:func:`encode_decision`): whatever a decision holds, it gives bytes
+that orjson writes and reads back. A decision whose envelope cannot be written (a lone
+surrogate that slipped past parsing, a value orjson does not know, nesting past
+orjson's 254 levels) becomes a small ``unencodable`` dead letter naming the stage
+``envelope`` and the exception, and one too large for ``limit`` a ``too_large`` one;
+such a stand-in keeps only the id, the origin and the raw payload (base64 when it is
+not UTF-8), each made safe, so its own encoding cannot fail. The pipeline passes every
+decision it returns through :func:`writable`, so both drivers write the same thing.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from typing import Any, Literal, Mapping
 
 import orjson
 
+from quality.reasons import Reason
 from quality.records import Example
 
 DecisionKind = Literal["accepted", "rejected", "dead_letter"]
@@ -79,6 +89,8 @@ def _raw_fields(raw: bytes | str | None) -> dict[str, Any]:
 
 #: Error text kept in an envelope that had to be shrunk.
 MAX_ERROR_CHARS = 4096
+#: Error text an envelope's stand-in (``unencodable``, ``too_large``) keeps.
+MAX_STAND_IN_ERROR_CHARS = 2048
 
 
 class OutputTooLarge(RuntimeError):
@@ -93,8 +105,13 @@ def encode_envelope(env: dict[str, Any], limit: int | None = None) -> bytes:
     ``omitted`` field. An accepted envelope can only lose its metadata; an accepted
     example that alone is too large raises :class:`OutputTooLarge` (lower
     ``pipeline.filters.max_total_chars`` or raise ``kafka.max_output_bytes``).
+
+    Raises:
+        OutputTooLarge: see above.
+        TypeError, ValueError: orjson cannot write the envelope (:func:`encode_decision`
+            turns that into an ``unencodable`` dead letter).
     """
-    data = orjson.dumps(env, option=orjson.OPT_SERIALIZE_NUMPY)
+    data = dumps(env)
     if limit is None or len(data) <= limit:
         return data
     size = len(data)
@@ -108,7 +125,7 @@ def encode_envelope(env: dict[str, Any], limit: int | None = None) -> bytes:
         dropped.append(key)
         env["omitted"] = (f"envelope was {size} bytes, over kafka.max_output_bytes={limit}; "
                           f"dropped or cut: {', '.join(dropped)}")
-        data = orjson.dumps(env, option=orjson.OPT_SERIALIZE_NUMPY)
+        data = dumps(env)
         if len(data) <= limit:
             return data
     raise OutputTooLarge(f"the {env.get('decision')} envelope of {env.get('id')!r} is {len(data)} bytes, over "
@@ -116,14 +133,86 @@ def encode_envelope(env: dict[str, Any], limit: int | None = None) -> bytes:
                          "kafka.max_output_bytes (and the topic's max.message.bytes)")
 
 
-def encode_output(d: Decision, versions: Mapping[str, Any], limit: int | None = None) -> tuple[DecisionKind, bytes]:
-    """Where a decision's envelope goes and its bytes. An envelope that cannot fit in
-    ``limit`` even after shrinking becomes a small ``too_large`` dead letter instead:
-    bad input must not stop a driver (a restart would meet the same input again)."""
+def dumps(env: Mapping[str, Any]) -> bytes:
+    """The envelope as JSON bytes (numpy scalars included), checked to read back."""
+    data = orjson.dumps(env, option=orjson.OPT_SERIALIZE_NUMPY)
+    orjson.loads(data)
+    return data
+
+
+def safe_text(value: Any, limit: int | None = None) -> str:
+    """``value`` as a string that is valid Unicode: lone surrogates become ``\\udxxx`` text."""
+    text = value if isinstance(value, str) else repr(value)
+    if limit is not None:
+        text = text[:limit]
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def safe_origin(origin: Mapping[str, Any]) -> dict[str, Any]:
+    """The origin with every key a safe string and every value a safe scalar (offsets stay integers)."""
+    out: dict[str, Any] = {}
+    for key, value in dict(origin).items():
+        if isinstance(value, bool) or value is None:
+            pass
+        elif isinstance(value, int):
+            value = value if -(1 << 63) <= value < (1 << 64) else str(value)
+        elif isinstance(value, float):
+            value = value if value == value and abs(value) != float("inf") else repr(value)
+        else:
+            value = safe_text(value, 4096)
+        out[safe_text(key, 256)] = value
+    return out
+
+
+def stand_in(d: Decision, reason: Reason, error: str) -> Decision:
+    """A small dead letter in place of ``d``: its id, origin and raw payload made safe, the reason and error."""
+    error = safe_text(f"{error} (pipeline decision was {d.decision}: "
+                      f"{', '.join(map(str, d.reasons)) or 'no reason'})", MAX_STAND_IN_ERROR_CHARS)
+    return Decision(safe_text(d.id, 1024), "dead_letter", [reason.value], {}, safe_origin(d.origin), raw=d.raw,
+                    error=error)
+
+
+def unencodable(d: Decision, exc: BaseException) -> Decision:
+    """The ``unencodable`` dead letter that stands for ``d`` when its envelope cannot be written."""
+    return stand_in(d, Reason.UNENCODABLE, f"stage envelope: {type(exc).__name__}: {exc}")
+
+
+def last_resort(stand: Decision, versions: Mapping[str, Any], exc: BaseException) -> bytes:
+    """Bytes of a stand-in dead letter without any size limit; if even that fails (the versions
+    cannot be written), with ``versions`` replaced by the error. ``stand`` holds only safe text."""
     try:
-        return d.decision, encode_envelope(d.envelope(versions), limit)
+        return dumps(stand.envelope(versions))
+    except Exception:  # noqa: BLE001 - the bare envelope below holds only safe text
+        env = stand.envelope({})
+        env["versions"] = {"error": safe_text(f"{type(exc).__name__}: {exc}", MAX_STAND_IN_ERROR_CHARS)}
+        return orjson.dumps(env)
+
+
+def encode_decision(d: Decision, versions: Mapping[str, Any], limit: int | None = None) -> tuple[Decision, bytes]:
+    """The decision actually written (``d``, or its dead-letter stand-in) and its envelope's bytes; never raises.
+
+    An envelope that cannot fit in ``limit`` even after shrinking becomes a small
+    ``too_large`` dead letter, and one that orjson cannot write an ``unencodable`` one:
+    bad input must not stop a driver (a restart would meet the same input again).
+    """
+    try:
+        return d, encode_envelope(d.envelope(versions), limit)
     except OutputTooLarge as exc:
-        return "dead_letter", orjson.dumps({"id": d.id, "decision": "dead_letter", "reasons": ["too_large"],
-                                            "scores": {}, "example": None, "origin": dict(d.origin), "raw": None,
-                                            "error": f"{exc} (pipeline decision was {d.decision}: {d.reasons})",
-                                            "versions": versions})
+        out = stand_in(d, Reason.TOO_LARGE, str(exc))
+    except Exception as exc:  # noqa: BLE001 - orjson's TypeError/ValueError, or a bug building the envelope
+        out = unencodable(d, exc)
+    try:
+        return out, encode_envelope(out.envelope(versions), limit)
+    except Exception as again:  # noqa: BLE001 - a limit below even a shrunk stand-in, or unwritable versions
+        return out, last_resort(out, versions, again)
+
+
+def writable(d: Decision, versions: Mapping[str, Any]) -> Decision:
+    """``d`` if its envelope can be written, else its ``unencodable`` stand-in (what the pipeline returns)."""
+    return encode_decision(d, versions)[0]
+
+
+def encode_output(d: Decision, versions: Mapping[str, Any], limit: int | None = None) -> tuple[DecisionKind, bytes]:
+    """Where a decision's envelope goes and its bytes (:func:`encode_decision`, which never raises)."""
+    written, data = encode_decision(d, versions, limit)
+    return written.decision, data

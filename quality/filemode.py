@@ -7,6 +7,9 @@ files, where every non-blank input line ends in exactly one of ``accepted.jsonl`
 ``rejected.jsonl`` or ``dead_letter.jsonl``; :func:`annotate` (``sieve score``, a
 score-mode pipeline) into one file in input order. Both write a summary that counts
 decisions by reason and source, with score distributions and timings.
+``summary.json`` has ``reasons`` (the deciding reason of each decision) and
+``reasons_carried`` (every reason an envelope carries: the deciding one first, then e.g.
+``contaminated``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import orjson
 
-from quality.envelope import Decision, DecisionKind, encode_output
+from quality.envelope import Decision, DecisionKind, encode_decision, safe_text
 from quality.pipeline import Pipeline
 from quality.records import RawRecord
 from quality.stage import unmet_needs_message
@@ -87,6 +90,7 @@ class Summary:
 
     decisions: Counter = field(default_factory=Counter)
     reasons: Counter = field(default_factory=Counter)
+    reasons_carried: Counter = field(default_factory=Counter)
     by_source: dict[str, Counter] = field(default_factory=_table)
     reasons_by_source: dict[str, Counter] = field(default_factory=_table)
     by_kind: dict[str, Counter] = field(default_factory=_table)
@@ -98,7 +102,9 @@ class Summary:
 
     def add(self, d: Decision) -> None:
         self.decisions[d.decision] += 1
-        source = d.example.source if d.example is not None and d.example.source else "unknown"
+        for r in d.reasons:  # every reason carried: contaminated is recorded whatever decided the example
+            self.reasons_carried[f"{d.decision}:{r}"] += 1
+        source = safe_text(d.example.source) if d.example is not None and d.example.source else "unknown"
         kind = d.example.kind if d.example is not None else UNPARSED
         self.by_source[source][d.decision] += 1
         self.by_kind[kind][d.decision] += 1
@@ -155,6 +161,7 @@ class Summary:
             "decisions": dict(self.decisions),
             "reasons": dict(sorted(self.reasons.items())),
             "by_kind": {k: dict(v) for k, v in sorted(self.by_kind.items())},
+            "reasons_carried": dict(sorted(self.reasons_carried.items())),
             "by_source": {k: dict(v) for k, v in sorted(self.by_source.items())},
             "reasons_by_source": {k: dict(sorted(v.items())) for k, v in sorted(self.reasons_by_source.items())},
             "by_input_file": {f: {"total": sum(t["decisions"].values()), "decisions": dict(t["decisions"]),
@@ -211,11 +218,12 @@ def decide_records(pipeline: Pipeline, records: Iterable[RawRecord], sink: Sink,
     summary = summary if summary is not None else Summary()
     versions = pipeline.versions()
     for batch in batched(records, batch_size):
-        decisions = pipeline.process(batch)
-        for d in decisions:
-            kind, data = encode_output(d, versions)
-            sink(kind, data + b"\n")
+        decisions = []
+        for d in pipeline.process(batch):
+            d, data = encode_decision(d, versions)  # total: an unwritable decision becomes a dead letter
+            sink(d.decision, data + b"\n")
             summary.add(d)
+            decisions.append(d)
         if on_decisions is not None:
             on_decisions(decisions)
         if progress is not None:

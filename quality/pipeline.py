@@ -2,8 +2,12 @@
 
 Both drivers (``sieve curate`` on files and the Kafka worker) call
 :meth:`Pipeline.process` and nothing else, so the same input gets the same
-decisions. Bad data becomes a decision, never an exception: parse failures and
-stages that raise on an example end as ``dead_letter``. Every decision rule lives
+decisions. Bad data becomes a decision, never an exception: parse failures, a
+parse, normalize or stage step that raises on one example (``processing_error``,
+:func:`quality.stage.run_isolated`) and envelopes that cannot be written
+(``unencodable``, :mod:`quality.envelope`) all end as ``dead_letter``. Only a broken
+stage, one that fails on a whole batch and on a known-good canary, raises
+(:class:`~quality.stage.StageBroken`). Every decision rule lives
 here or in a stage, the dedup time window included (:class:`quality.state.DedupWindow`),
 so the drivers stay thin.
 """
@@ -16,15 +20,18 @@ from collections import Counter
 from typing import Any, Sequence
 
 from quality import __version__
-from quality.envelope import Decision, DecisionKind
+from quality.envelope import Decision, DecisionKind, safe_origin, safe_text, writable
 from quality.normalize import normalize_example
 from quality.overrides import OverrideBook
 from quality.reasons import Reason
 from quality.records import DEFAULT_MAX_MESSAGE_BYTES, Example, ParseFailure, RawRecord, parse
-from quality.stage import ScoreSpec, Stage, StageStats, StatefulStage, Verdict, stateful_stages, unmet_needs
+from quality.stage import (ScoreSpec, Stage, StageBroken, StageStats, StatefulStage, Verdict, run_isolated,
+                           stateful_stages, unmet_needs)
 from quality.state import DedupWindow, example_time
 
 log = logging.getLogger(__name__)
+
+__all__ = ["Pipeline", "StageBroken"]
 
 
 class Pipeline:
@@ -104,35 +111,38 @@ class Pipeline:
         return len(batch)
 
     def process(self, raws: Sequence[RawRecord]) -> list[Decision]:
-        """One decision per raw record, in input order."""
+        """One decision per raw record, in input order, each with an envelope that can be written.
+
+        Raises:
+            StageBroken: a stage failed on every example of a batch and on a known-good
+                canary (:func:`quality.stage.run_isolated`); nothing of the batch is decided.
+        """
         t0 = time.perf_counter()
+        versions = self.versions()
         decisions: list[Decision | None] = [None] * len(raws)
-        live: list[tuple[int, Example]] = []
-        failures = 0
-        for i, raw in enumerate(raws):
-            parsed = parse(raw, max_message_bytes=self.max_message_bytes, format=self.format)
-            if isinstance(parsed, ParseFailure):
-                failures += 1
-                decisions[i] = Decision(parsed.id, "dead_letter", [parsed.reason.value], {}, raw.origin,
-                                        raw=raw.payload, error=parsed.error)
-                self.parse_stats.rejected[parsed.reason.value] += 1
-            else:
-                live.append((i, normalize_example(parsed)))
+        live = self._parse(raws, decisions)
         self.parse_stats.seen += len(raws)
-        self.parse_stats.passed += len(raws) - failures
+        self.parse_stats.passed += len(live)
         self.parse_stats.seconds += time.perf_counter() - t0
 
         scores: dict[int, dict[str, float]] = {i: {} for i, _ in live}
         reasons: dict[int, list[str]] = {i: [] for i, _ in live}
         details: dict[int, dict[str, str]] = {i: {} for i, _ in live}
-        state = (decisions, scores, reasons, details)
+        stopped: dict[int, tuple[int, Example]] = {}  # index -> (stage that decided it, the example it saw)
+        state = (decisions, scores, reasons, details, stopped)
         # the dedup window moves between runs of the batch, by the inputs' own times
         runs = self.window.runs(live, lambda item: example_time(item[1]))
         for run_time, run in runs:
             if run_time is not None:
                 self.window.advance(run_time)
-            self._decide(run, state)
-        out = [d for d in decisions if d is not None]
+            self._decide(run, state, raws, versions)
+        if not self.score_mode:
+            self._check_stopped(stopped, state)
+        for i, d in enumerate(decisions):
+            if d is not None and d.raw is None:
+                d.raw = raws[i].payload  # an unencodable stand-in needs it; only dead letters write it
+        # accepted decisions were made writable before their commit; now the others
+        out = [d if d.decision == "accepted" else writable(d, versions) for d in decisions if d is not None]
         assert len(out) == len(raws), "every input must get exactly one decision"
         if self.overrides is not None:
             self.overrides.observe(out)
@@ -142,9 +152,29 @@ class Pipeline:
                 self.reasons[(d.decision, r)] += 1
         return out
 
-    def _decide(self, live: list[tuple[int, Example]], state: tuple) -> None:
+    def _parse(self, raws: Sequence[RawRecord], decisions: list[Decision | None]) -> list[tuple[int, Example]]:
+        """Parsed and normalized examples by input index; dead letters in ``decisions`` for the rest."""
+        live: list[tuple[int, Example]] = []
+        for i, raw in enumerate(raws):
+            step = "parse"
+            try:
+                parsed = parse(raw, max_message_bytes=self.max_message_bytes, format=self.format)
+                if isinstance(parsed, ParseFailure):
+                    decisions[i] = Decision(parsed.id, "dead_letter", [parsed.reason.value], {}, raw.origin,
+                                            raw=raw.payload, error=parsed.error)
+                    self.parse_stats.rejected[parsed.reason.value] += 1
+                    continue
+                step = "normalize"
+                live.append((i, normalize_example(parsed)))
+            except Exception as exc:  # noqa: BLE001 - a bug met by one input must not stop the others
+                decisions[i] = _isolated(raw.fallback_id, step, exc, raw.origin, raw=raw.payload)
+                self.parse_stats.rejected[Reason.PROCESSING_ERROR.value] += 1
+        return live
+
+    def _decide(self, live: list[tuple[int, Example]], state: tuple, raws: Sequence[RawRecord],
+                versions: dict[str, Any]) -> None:
         """Runs every stage over ``live`` and decides each example; commits the accepted ones."""
-        decisions, scores, reasons, details = state
+        decisions, scores, reasons, details, stopped = state
         # An example rejected as a duplicate of an EARLIER example of the same batch is
         # decided again from that stage on if the earlier one ends up not accepted, as if
         # the batch had been processed one example at a time: decisions do not depend on
@@ -158,8 +188,14 @@ class Pipeline:
                     if decisions[i] is not None and decisions[i] is not (d := self.overrides.decide(decisions[i])):
                         decisions[i] = d
                         recheck.pop(i, None)
-            accepted = [decisions[i].example for i, _ in batch
-                        if decisions[i] is not None and decisions[i].decision == "accepted"]
+            accepted = []
+            for i, _ in batch:  # what goes into the dedup state must also be writable to the accepted output
+                d = decisions[i]
+                if d is not None and d.decision == "accepted":
+                    d.raw = raws[i].payload
+                    decisions[i] = d = writable(d, versions)
+                    if d.decision == "accepted":
+                        accepted.append(d.example)
             if accepted and not self.score_mode:
                 for stage in self.stateful:
                     stage.commit(accepted)
@@ -169,6 +205,7 @@ class Pipeline:
                     reasons[i].pop()
                     details[i].pop(self.stages[stage_idx].name, None)
                     decisions[i] = None
+                    stopped.pop(i, None)
                     again.setdefault(stage_idx, []).append((i, ex))
             todo += sorted(again.items())
 
@@ -178,7 +215,7 @@ class Pipeline:
         Returns the examples rejected as in-batch duplicates: index -> (stage index,
         index of the example duplicated, the example as that stage saw it).
         """
-        decisions, scores, reasons, details = state
+        decisions, scores, reasons, details, stopped = state
         recheck: dict[int, tuple[int, int, Example]] = {}
         for stage_idx in range(start, len(self.stages)):
             stage = self.stages[stage_idx]
@@ -191,6 +228,7 @@ class Pipeline:
             survivors = []
             for (i, ex), v in zip(live, verdicts):
                 if v is None:  # the stage failed on this example: already dead-lettered
+                    stopped[i] = (stage_idx, ex)
                     continue
                 scores[i].update(v.scores)
                 if v.replacement is not None:  # e.g. PII redaction: the rewritten example goes on
@@ -204,6 +242,7 @@ class Pipeline:
                             recheck[i] = (stage_idx, live[v.in_batch_of][0], ex)
                         decisions[i] = Decision(ex.id, "rejected", reasons[i], scores[i], ex.origin,
                                                 example=ex, details=details[i])
+                        stopped[i] = (stage_idx, ex)
                         continue
                 survivors.append((i, ex))
             live = survivors
@@ -231,19 +270,46 @@ class Pipeline:
             out.append(v)
         return out
 
+    def _check_stopped(self, stopped: dict[int, tuple[int, Example]], state: tuple) -> None:
+        """Runs the stages that check every example (``Stage.checks_rejected``, e.g. decontamination)
+        on the examples an earlier stage decided, adding their reasons after the deciding one.
+        An example an operator forced to ``accepted`` is left as the operator decided."""
+        decisions, scores, reasons, details, _ = state
+        for stage_idx, stage in enumerate(self.stages):
+            if not stage.checks_rejected:
+                continue
+            todo = [(i, ex) for i, (at, ex) in sorted(stopped.items())
+                    if at < stage_idx and decisions[i] is not None and decisions[i].decision != "accepted"]
+            if not todo:
+                continue
+            verdicts = self._run_stage(stage, todo, decisions)
+            for (i, _), v in zip(todo, verdicts):
+                if v is None:  # it raised on this example, which is now a processing_error dead letter
+                    del stopped[i]
+                    continue
+                d = decisions[i]
+                d.scores.update(v.scores)
+                if v.detail is not None:
+                    d.details[stage.name] = v.detail
+                if v.reason is not None and v.reason.value not in d.reasons:
+                    d.reasons.append(v.reason.value)
+
     def _run_stage(self, stage: Stage, live: list[tuple[int, Example]],
                    decisions: list[Decision | None]) -> list[Verdict | None]:
-        batch = [ex for _, ex in live]
-        try:
-            return list(stage(batch))
-        except Exception:  # isolate the example that breaks the stage; keep the rest
-            log.exception("stage %s failed on a batch of %d; retrying one by one", stage.name, len(batch))
+        """Verdicts of ``stage`` on ``live``; None (and a ``processing_error`` dead letter) where it raised."""
         out: list[Verdict | None] = []
-        for i, ex in live:
-            try:
-                out.append(stage([ex])[0])
-            except Exception as exc:  # noqa: BLE001 - bad data must not crash the worker
-                decisions[i] = Decision(ex.id, "dead_letter", [Reason.PROCESSING_ERROR.value], {}, ex.origin,
-                                        example=ex, raw=None, error=f"stage {stage.name}: {type(exc).__name__}: {exc}")
-                out.append(None)
+        for (i, ex), v in zip(live, run_isolated(stage, [ex for _, ex in live])):
+            if isinstance(v, Exception):
+                decisions[i] = _isolated(ex.id, stage.name, v, ex.origin, example=ex)
+                v = None
+            out.append(v)
         return out
+
+
+def _isolated(ex_id: str, step: str, exc: BaseException, origin: Any, example: Example | None = None,
+              raw: bytes | str | None = None) -> Decision:
+    """The ``processing_error`` dead letter of one input that made ``step`` raise (logged with its origin)."""
+    log.warning("%s raised on input %s at %s: %s: %s", step, safe_text(ex_id, 200), safe_origin(origin),
+                type(exc).__name__, safe_text(str(exc)))
+    return Decision(ex_id, "dead_letter", [Reason.PROCESSING_ERROR.value], {}, origin, example=example, raw=raw,
+                    error=f"stage {step}: {type(exc).__name__}: {exc}")

@@ -19,7 +19,9 @@ class Reason(StrEnum):
     TOO_LARGE = "too_large"
     UNKNOWN_FORMAT = "unknown_format"
     SCHEMA_ERROR = "schema_error"
+    TOO_DEEP = "too_deep"
     PROCESSING_ERROR = "processing_error"
+    UNENCODABLE = "unencodable"
     # heuristics
     EMPTY_PROMPT = "empty_prompt"
     EMPTY_RESPONSE = "empty_response"
@@ -54,18 +56,30 @@ DEAD_LETTER_REASONS = frozenset(
         Reason.TOO_LARGE,
         Reason.UNKNOWN_FORMAT,
         Reason.SCHEMA_ERROR,
+        Reason.TOO_DEEP,
         Reason.PROCESSING_ERROR,
+        Reason.UNENCODABLE,
     }
 )
 
 DESCRIPTIONS: dict[Reason, str] = {
-    Reason.INVALID_UTF8: "The payload is not valid UTF-8. The raw bytes travel base64-encoded.",
-    Reason.INVALID_JSON: "The payload is not parseable JSON (one JSON object per message or line).",
+    Reason.INVALID_UTF8: "The payload is not valid UTF-8 (bad bytes, overlong forms, or a lone UTF-16 surrogate "
+                         "escape such as `\\ud800` in any string or key). The raw payload travels as text when it "
+                         "is UTF-8, else base64-encoded.",
+    Reason.INVALID_JSON: "The payload is not parseable JSON (one JSON object per message or line): also an empty "
+                         "message (a Kafka tombstone), `NaN`/`Infinity`, and numbers that overflow a double (`1e400`).",
     Reason.NOT_AN_OBJECT: "The payload is valid JSON but not an object (a list, string, number...).",
     Reason.TOO_LARGE: "The payload is larger than `max_message_bytes` (default 1 MiB).",
     Reason.UNKNOWN_FORMAT: "The object matches none of Alpaca, OpenAI messages, ShareGPT or preference.",
     Reason.SCHEMA_ERROR: "The format was recognised but a field is missing, empty or of the wrong type.",
-    Reason.PROCESSING_ERROR: "A stage raised on this example; the error text travels in the envelope.",
+    Reason.TOO_DEEP: "Arrays and objects nest deeper than `MAX_JSON_DEPTH` (64) levels anywhere in the payload, "
+                     "even in fields Sieve ignores: such a record cannot be written back out safely.",
+    Reason.PROCESSING_ERROR: "A stage (or parsing, or normalization) raised on this example alone; `error` names "
+                             "the stage and the exception class. When every example of a batch fails and a "
+                             "known-good canary fails too, the stage is broken and the worker stops instead.",
+    Reason.UNENCODABLE: "The decision could not be written as JSON (`error` names the stage `envelope` and the "
+                        "exception); the envelope keeps only the id, origin and the raw payload (as text when it is "
+                        "UTF-8, else base64).",
     Reason.EMPTY_PROMPT: "The prompt (instruction/user turns) is empty after normalization.",
     Reason.EMPTY_RESPONSE: "The response (last assistant turn, or a side of a pair) is empty after normalization.",
     Reason.TOO_SHORT: "The response is shorter than `min_response_chars` or `min_response_words`.",

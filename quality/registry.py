@@ -160,11 +160,15 @@ def discover(packages: Sequence[str] = STAGE_PACKAGES) -> Registry:
     return REGISTRY
 
 
+#: Dead-letter codes that parsing does not give, and where they come from.
+NOT_PARSE_DEAD_LETTERS = {Reason.PROCESSING_ERROR: "any step", Reason.UNENCODABLE: "envelope"}
+
+
 def emitted_by(registry: Registry) -> dict[Reason, list[str]]:
     """Reason code -> the stages that may emit it (``parse`` for dead-letter codes)."""
     out: dict[Reason, list[str]] = {r: [] for r in Reason}
     for r in DEAD_LETTER_REASONS:
-        out[r].append("parse" if r != Reason.PROCESSING_ERROR else "any stage")
+        out[r].append(NOT_PARSE_DEAD_LETTERS.get(r, "parse"))
     out[Reason.OPERATOR_REJECTED].append("override")  # quality/overrides/, not a stage
     for e in registry.entries():
         for r in sorted(e.cls.reasons):
@@ -190,8 +194,8 @@ def stages_table(registry: Registry | None = None) -> str:
     rows = ["| stage | phase | what it does | rejects with | settings | module |", "|---|---|---|---|---|---|",
             "| `parse` | score | Parses and validates the payload (Alpaca, OpenAI `messages`, ShareGPT, TRL "
             "preference), then normalizes the text. | " + ", ".join(
-                f"`{r.value}`" for r in Reason if r in DEAD_LETTER_REASONS and r != Reason.PROCESSING_ERROR)
-            + " (dead letter) | `pipeline.max_message_bytes`, `pipeline.format` | `quality/records.py` |"]
+                f"`{r.value}`" for r in Reason if r in DEAD_LETTER_REASONS and r not in NOT_PARSE_DEAD_LETTERS)
+            + " (dead letter) | `pipeline.max_message_bytes`, `pipeline.format` | `quality/records/` |"]
     for e in registry.entries():
         reasons = ", ".join(f"`{r.value}`" for r in sorted(e.cls.reasons)) or "–"
         section = f"`pipeline.{e.section}`" if e.section else "–"

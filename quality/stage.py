@@ -14,10 +14,18 @@ Stages with state implement :class:`StatefulStage`, the one interface through wh
 the pipeline, snapshots (:mod:`quality.state`), recovery and metrics reach state:
 commit (and replay) accepted examples, replay decided scores, snapshot, restore,
 expire, remove, size. Nothing outside a stage asks what type it is.
+
+A stage that raises is run by :func:`run_isolated`: the example that breaks it is
+isolated (the pipeline dead-letters it as ``processing_error``), unless the stage fails
+on every example of a batch and on a known-good canary too: then it is broken, not the
+data, and :class:`StageBroken` stops the pipeline (a broken model must not dead-letter
+a whole stream).
 """
 
 from __future__ import annotations
 
+import copy
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -26,7 +34,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Mapping, NamedTuple, Sequence
 
 from quality.reasons import Reason
-from quality.records import Example
+from quality.records import Example, Message
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +125,10 @@ class Stage(ABC):
     phase: ClassVar[Phase] = "score"
     needs: ClassVar[frozenset[str]] = frozenset()
     provides: ClassVar[frozenset[str]] = frozenset()
+    #: Also check the examples an earlier stage decided, so this stage's reason is recorded
+    #: on every parsed example (after the deciding one). Decontamination does: a contaminated
+    #: example must be counted as such whatever rejected it first.
+    checks_rejected: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.stats = StageStats(self.name)
@@ -259,3 +271,74 @@ def unmet_needs_message(stage: Stage, missing: Sequence[str]) -> str:
     off = f"set {stage.off_switch}" if stage.off_switch else "leave it out of pipeline.stages"
     return (f"stage {stage.name} needs {', '.join(missing)}, which no earlier stage provides, so it passes every "
             f"example unchecked ({sources}); provide it, or {off} to turn the check off knowingly")
+log = logging.getLogger(__name__)
+
+#: Known-good examples a working stage must get through, one per kind.
+CANARIES: dict[str, Example] = {
+    "sft": Example("sieve-canary-sft", "sft", "alpaca", (
+        Message("user", "At what temperature does water boil at sea level, in degrees Celsius?"),
+        Message("assistant", "At sea level, under standard atmospheric pressure, pure water boils at "
+                             "100 degrees Celsius (212 degrees Fahrenheit)."))),
+    "preference": Example("sieve-canary-pair", "preference", "preference", (
+        Message("user", "Name the largest planet in the Solar System and say one thing about it."),),
+        chosen=(Message("assistant", "Jupiter is the largest planet; it is a gas giant more than 300 times as "
+                                     "massive as the Earth."),),
+        rejected=(Message("assistant", "Saturn, because it has rings."),)),
+}
+
+
+class StageBroken(RuntimeError):
+    """A stage failed on every example of a batch and on a known-good canary: the stage is broken, not the data."""
+
+
+def _attempt(stage: Stage, batch: Sequence[Example]) -> list[Verdict]:
+    """``stage(batch)``; if it raises, the stage's statistics are as before the call."""
+    stats = stage.stats
+    before = (stats.seen, stats.passed, stats.rejected.copy(), stats.seconds)
+    try:
+        return stage(batch)
+    except BaseException:
+        stats.seen, stats.passed, stats.rejected, stats.seconds = before
+        raise
+
+
+def check_canary(stage: Stage, kind: str, failures: int, first: BaseException) -> None:
+    """Raises :class:`StageBroken` if ``stage`` also fails on the canary of ``kind``; its statistics do not count it."""
+    stats = stage.stats
+    before = (stats.seen, stats.passed, stats.rejected.copy(), stats.seconds)
+    try:
+        stage([copy.deepcopy(CANARIES.get(kind, CANARIES["sft"]))])
+    except Exception as exc:  # noqa: BLE001 - any failure on known-good input means a broken stage
+        raise StageBroken(
+            f"stage {stage.name!r} failed on all {failures} example(s) of a batch ({type(first).__name__}: "
+            f"{first}) and on a known-good canary example ({type(exc).__name__}: {exc}): the stage is broken, "
+            "not the data. Nothing of this batch was decided; fix the stage (its model files, device, "
+            "dependencies or settings) and run again") from exc
+    finally:
+        stats.seen, stats.passed, stats.rejected, stats.seconds = before
+
+
+def run_isolated(stage: Stage, batch: Sequence[Example]) -> list[Verdict | Exception]:
+    """One verdict per example, or the exception the stage raised on that example alone.
+
+    The batch runs in one call; if that raises, every example is retried alone (a failed
+    attempt leaves the stage's statistics as they were).
+
+    Raises:
+        StageBroken: every example failed, and so did the canary of the first one's kind.
+    """
+    try:
+        return list(_attempt(stage, batch))
+    except Exception:  # noqa: BLE001 - find the example that breaks the stage; keep the rest
+        log.warning("stage %s failed on a batch of %d; retrying one by one", stage.name, len(batch), exc_info=True)
+    out: list[Verdict | Exception] = []
+    for ex in batch:
+        try:
+            out.append(_attempt(stage, [ex])[0])
+        except Exception as exc:  # noqa: BLE001 - bad data must not crash the worker
+            out.append(exc)
+    failed = [(ex, v) for ex, v in zip(batch, out) if isinstance(v, Exception)]
+    if failed and len(failed) == len(batch):
+        check_canary(stage, failed[0][0].kind, len(failed), failed[0][1])
+    return out
+

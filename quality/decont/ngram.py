@@ -12,6 +12,18 @@ something else scores only the boilerplate's share and passes.
 
 Benchmarks are files: JSONL with a ``text`` field (and ``id``/``benchmark``), or
 plain text with one item per line; a directory stands for the files in it.
+
+**Both sides are PII-redacted alike.** The PII stage redacts examples before anything
+else sees them (so no output carries unredacted text), which once turned a benchmark
+item's ``someone@example.com`` into ``[EMAIL]`` on the training side only, and a verbatim
+copy of an item with contact details no longer matched it. Benchmark items and the text
+checked here both go through the same redaction (every PII kind, whatever
+``pipeline.pii`` says), so a copy matches whether or not the PII stage ran, and
+whatever contact details a copier swapped in.
+
+The stage checks every parsed example (``checks_rejected``): an example rejected
+earlier (``repetitive``, ``pair_identical``...) still carries ``contaminated`` as a
+further reason, so contamination is counted completely.
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import orjson
 
+from quality.filters.pii import KINDS, redact
 from quality.reasons import Reason
 from quality.records import Example
 from quality.registry import register
@@ -45,6 +58,12 @@ _MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x2
 def bench_tokens(text: str) -> list[str]:
     """Lowercase ``[a-z0-9]+`` tokens, the unit of the contamination measure."""
     return _WORD.findall(text.lower())
+
+
+def comparable(text: str) -> str:
+    """The text as the contamination measure sees it, benchmark item or example alike: PII
+    redacted with every detector, so redaction upstream cannot hide a copy."""
+    return redact(text, KINDS)[0]
 
 
 def ngram_hashes(toks: Sequence[str], n: int) -> np.ndarray:
@@ -131,7 +150,7 @@ class BenchmarkIndex:
         self.short: dict[str, int] = {}
         keys, owners, sizes = [], [], np.zeros(len(self.items), dtype=np.float64)
         for i, item in enumerate(self.items):
-            toks = bench_tokens(item.text)
+            toks = bench_tokens(comparable(item.text))
             if not toks:
                 continue
             if len(toks) < short_item_tokens:
@@ -151,7 +170,7 @@ class BenchmarkIndex:
 
     def best(self, text: str) -> tuple[int, float]:
         """The item with the highest containment in ``text`` and that score; ``(-1, 0.0)`` if none."""
-        toks = bench_tokens(text)
+        toks = bench_tokens(comparable(text))
         if not toks:
             return -1, 0.0
         if len(toks) < self.short_item_tokens:
@@ -201,7 +220,9 @@ def _build(d: DecontamSettings, _earlier) -> "Decontaminator | None":
 
 @register(rank=80, section="decontam", settings=DecontamSettings, build=_build)
 class Decontaminator(Stage):
-    """Rejects examples whose prompt (optionally also response) contains a benchmark item.
+    """Rejects examples whose prompt (optionally also response) contains a benchmark item, compared
+    PII-redacted on both sides; it checks every parsed example, so one rejected first for another
+    reason still lists ``contaminated`` after that reason.
 
     Args:
         benchmark_paths: JSONL/text files or directories of benchmark items.
@@ -219,6 +240,7 @@ class Decontaminator(Stage):
     scores = {"contamination": ScoreSpec(
         "share of the closest benchmark item's word n-grams found in the prompt (and response, with "
         "decontam.check_response), 0..1; >= decontam.threshold is contaminated")}
+    checks_rejected = True
 
     def __init__(self, benchmark_paths: Sequence[str | Path] = (), *, threshold: float = 0.8, ngram: int = 8,
                  short_item_tokens: int = 10, check_response: bool = False, reload_interval_s: float = 0.0,
@@ -293,4 +315,4 @@ class Decontaminator(Stage):
 
     def version(self) -> Mapping[str, Any]:
         return {"threshold": self.threshold, "ngram": self.ngram, "short_item_tokens": self.short_item_tokens,
-                "check_response": self.check_response, "items": len(self.index)}
+                "check_response": self.check_response, "items": len(self.index), "compare": "pii-redacted"}

@@ -13,7 +13,8 @@ OpenAI, Slack, Stripe, Google keys, JWTs, private-key blocks) or follow a
 
 By default each finding is replaced with a placeholder such as ``[EMAIL]`` (the
 stage returns the rewritten example), with the counts as scores (``pii_email: 2``);
-with ``policy="reject"`` the example is rejected with ``pii`` instead.
+with ``policy="reject"`` the example is rejected with ``pii`` instead, and its rejection
+envelope carries the redacted text too.
 """
 
 from __future__ import annotations
@@ -74,16 +75,19 @@ _SECRET_SHAPES = "|".join([
     r"(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{16,}",       # Stripe
     r"AIza[0-9A-Za-z_-]{35}",                             # Google API key
     r"eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}",  # JWT
-    r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
+    r"-----BEGIN [A-Z ]{0,32}PRIVATE KEY-----(?:(?!-----)[\s\S]){0,16384}-----END [A-Z ]{0,32}PRIVATE KEY-----",
 ])
 
 # (kind, placeholder, pattern, validator); order matters: earlier kinds claim text first
 DETECTORS: list[tuple[str, str, re.Pattern, Any]] = [
     ("secret", "[SECRET]", re.compile(rf"(?<![A-Za-z0-9_])(?:{_SECRET_SHAPES})"), None),
-    ("secret", "[SECRET]", re.compile(  # a key name inside an identifier counts: aws_secret_access_key = ...
-        r"(?i)(?<![A-Za-z0-9])[A-Za-z0-9_-]*(?:api[_-]?key|secret|access[_-]?token|auth[_-]?token|password|passwd)"
-        r"[A-Za-z0-9_-]*[\"']?\s{0,3}[:=]\s{0,3}[\"']?(?P<value>(?=[A-Za-z0-9_\-+/=]*\d)(?=[A-Za-z0-9_\-+/=]*[A-Za-z])"
-        r"[A-Za-z0-9_\-+/=]{16,})"), None),
+    # a key name inside an identifier counts: aws_secret_access_key = ... Every repetition before the value
+    # is bounded: with an unbounded identifier scan, a long run like "a-a-a-..." took quadratic time
+    # (8,000 characters: 3 s; a 1 MiB payload: hours, a stalled worker)
+    ("secret", "[SECRET]", re.compile(
+        r"(?i)(?:api[_-]?key|secret|access[_-]?token|auth[_-]?token|password|passwd)"
+        r"[A-Za-z0-9_-]{0,64}[\"']?\s{0,3}[:=]\s{0,3}[\"']?"
+        r"(?P<value>(?=[A-Za-z0-9_\-+/=]{0,256}\d)(?=[A-Za-z0-9_\-+/=]{0,256}[A-Za-z])[A-Za-z0-9_\-+/=]{16,})"), None),
     ("email", "[EMAIL]", re.compile(
         r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
         r"[A-Za-z]{2,24}(?![\w-])"), None),
@@ -178,10 +182,11 @@ class PiiRedactor(Stage):
         if not counts:
             return KEEP
         scores = {f"pii_{k}": float(v) for k, v in sorted(counts.items())}
-        if self.policy == "reject":
-            return Verdict(Reason.PII, scores, detail=",".join(sorted(counts)))
+        # rejected or not, what goes on (to the envelope, and to decontamination) is redacted
         replacement = dataclasses.replace(ex, messages=messages, chosen=chosen, rejected=rejected,
                                           rejected_prompt=rejected_prompt, features=Features())
+        if self.policy == "reject":
+            return Verdict(Reason.PII, scores, detail=",".join(sorted(counts)), replacement=replacement)
         return Verdict(None, scores, detail="redacted " + ",".join(sorted(counts)), replacement=replacement)
 
     def version(self) -> Mapping[str, Any]:

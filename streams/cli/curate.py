@@ -27,9 +27,11 @@ Reads JSONL files (also .jsonl.gz), one example per line in any supported format
                      the cuts drawn, the reason x source table (needs matplotlib;
                      --no-report to skip)
 Every non-blank input line ends in exactly one of the three files. Bad lines are data,
-not errors. Exit status: 0, or 2 with a one-line message for usage and I/O problems (a
-missing or unreadable input, --out naming a file or an unwritable place), checked
-before any model loads. Try settings on a sample first with --limit N.
+not errors (a line that makes a stage raise is a processing_error dead letter). Exit
+status: 0; 2 with a one-line message for usage and I/O problems (a missing or unreadable
+input, --out naming a file or an unwritable place), checked before any model loads; 3
+when a stage is broken (it fails on every example of a batch and on a known-good canary;
+no summary.json is written). Try settings on a sample first with --limit N.
 Exact and near duplicates are detected across all input files, in the order given.
 
 Operators' overrides (`sieve review`) are applied from --overrides FILE, or from

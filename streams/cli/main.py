@@ -13,6 +13,11 @@ import logging
 import os
 import sys
 
+from quality.stage import StageBroken
+
+#: Exit status when a stage fails on every example and on a known-good canary (a broken model).
+EXIT_STAGE_BROKEN = 3
+
 # (module, command) in the order --help lists them
 COMMANDS = [
     "streams.cli.curate",
@@ -71,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, ImportError) as exc:  # usage and I/O errors: say what and exit 2
         print(f"sieve {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except StageBroken as exc:  # not the data: a stage fails on known-good input too
+        print(f"sieve {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_STAGE_BROKEN
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `sieve config | head`

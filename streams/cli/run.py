@@ -20,8 +20,10 @@ Delivery: an input offset is committed only after the broker acknowledged its ou
 (acks=all, idempotent producer). After a crash the uncommitted inputs come back; the
 worker first reads the output topics, skips inputs that were already decided and
 rebuilds its dedup state from the accepted topic, so no id is accepted twice and the
-decisions match an uninterrupted run. If an output cannot be delivered the worker
-exits with status 75 without committing: restart it (a supervisor should).
+decisions match an uninterrupted run. If an output cannot be delivered, or a stage is
+broken (it fails on every example of a batch and on a known-good canary example), the
+worker exits with status 75 without committing: restart it (a supervisor should). One
+input that makes a stage raise, or whose envelope cannot be written, is a dead letter.
 
 Start-up: creates missing topics (kafka.partitions, kafka.replication_factor), runs
 that recovery (a read of what the output topics got since the last dedup

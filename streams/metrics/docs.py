@@ -67,7 +67,8 @@ def label_values() -> list[tuple[str, str]]:
 
     return [
         ("decision", code(("accepted", "rejected", "dead_letter"))),
-        ("reason", f"a reason code ([reasons.md](reasons.md)), `{NO_REASON}` for accepted examples"),
+        ("reason", f"a reason code ([reasons.md](reasons.md)); in `sieve_examples_total` the deciding one, "
+                   f"`{NO_REASON}` for accepted examples"),
         ("source", f"a name in `metrics.source_allowlist`, else `{OTHER_SOURCE}`; `{UNKNOWN_SOURCE}` without one"),
         ("stage", code(stage_names())),
         ("result", code(("passed", "rejected"))),
@@ -105,6 +106,7 @@ QUERIES = """\
 |---|---|
 | examples/s by decision | `sum by (decision) (rate(sieve_examples_total[5m]))` |
 | acceptance rate | `sum(rate(sieve_examples_total{decision="accepted"}[5m])) / sum(rate(sieve_examples_total[5m]))` |
+| contaminated examples/s, whatever decided them | `sum(rate(sieve_reasons_total{reason="contaminated"}[5m]))` |
 | duplicate rate by kind | `sum by (kind) (rate(sieve_duplicates_total[5m])) / scalar(sum(rate(sieve_examples_total[5m])))` |
 | median quality of accepted examples | `histogram_quantile(0.5, sum by (le) (rate(sieve_score_bucket{score="quality",decision="accepted"}[15m])))` |
 | stage latency p95 per batch | `histogram_quantile(0.95, sum by (le, stage) (rate(sieve_stage_seconds_bucket[5m])))` |

@@ -56,6 +56,10 @@ class SieveMetrics:
         r = registry
         self.examples = Counter("sieve_examples", "Examples decided, by decision, first reason and source.",
                                 ["decision", "reason", "source"], registry=r)
+        self.reasons = Counter("sieve_reasons", "Every reason code the envelopes carry, the deciding one and "
+                               "the further ones (decontamination checks every parsed example, so "
+                               "reason=\"contaminated\" counts contamination completely), by decision.",
+                               ["decision", "reason"], registry=r)
         self.stage_seconds = Histogram("sieve_stage_seconds", "Seconds one stage spent on one batch.",
                                        ["stage"], buckets=SECONDS_BUCKETS, registry=r)
         self.stage_examples = Counter("sieve_stage_examples", "Examples a stage saw, by result (passed/rejected).",
@@ -100,12 +104,14 @@ class SieveMetrics:
         return source if source in self.source_allowlist else OTHER_SOURCE
 
     def observe_decisions(self, decisions: Sequence[Decision]) -> None:
-        """Count decisions by decision, deciding reason and source; duplicates by kind; score histograms."""
+        """Count decisions by decision, deciding reason and source; every reason carried; duplicates by
+        kind; score histograms."""
         for d in decisions:
             reason = d.reasons[0] if d.reasons else NO_REASON
             source = d.example.source if d.example is not None else None
             self.examples.labels(d.decision, reason, self.source_label(source)).inc()
             for code in d.reasons:
+                self.reasons.labels(d.decision, code).inc()
                 if code in DUPLICATE_KINDS:
                     self.duplicates.labels(DUPLICATE_KINDS[code]).inc()
             for name, value in d.scores.items():

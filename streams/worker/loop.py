@@ -64,6 +64,17 @@ def raw_from_event(event: Any) -> RawRecord:
     return RawRecord(bytes(value) if not isinstance(value, bytes) else value, origin)
 
 
+def offsets_of(events: Sequence[Any]) -> str:
+    """``topic[partition] offsets first..last`` of a batch's events, for a log line."""
+    spans: dict[tuple[str, int], list[int]] = {}
+    for event in events:
+        m = getattr(event, "message", None)
+        if m is not None:
+            span = spans.setdefault((m.topic, m.partition), [m.offset, m.offset])
+            span[0], span[1] = min(span[0], m.offset), max(span[1], m.offset)
+    return ", ".join(f"{t}[{p}] offsets {a}..{b}" for (t, p), (a, b) in sorted(spans.items())) or "no offsets"
+
+
 class StreamWorker:
     """Drives the pipeline over the raw topic's batches: skip what is decided, decide, publish, checkpoint.
 
@@ -113,8 +124,9 @@ class StreamWorker:
             await self.maybe_snapshot()
             return decisions
         except BaseException as exc:  # noqa: BLE001 - nothing may reach faust's ack-in-finally
-            log.critical("batch of %d failed (%s: %s); exiting with %d before faust can commit it",
-                         len(events), type(exc).__name__, exc, EXIT_DELIVERY_FAILED, exc_info=True)
+            log.critical("batch of %d at %s failed (%s: %s); exiting with %d before faust can commit it",
+                         len(events), offsets_of(events), type(exc).__name__, exc, EXIT_DELIVERY_FAILED,
+                         exc_info=True)
             logging.shutdown()
             os._exit(EXIT_DELIVERY_FAILED)
 

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from typing import Any, Mapping, Sequence
 
-from quality.envelope import Decision, encode_output
+from quality.envelope import Decision, encode_decision, safe_origin
 from streams.config import KafkaSettings
 from streams.topics import client_kwargs
 from streams.worker.progress import Progress
@@ -51,20 +51,34 @@ class Publisher:
             await self.producer.stop()
             self.producer = None
 
+    def encode(self, d: Decision) -> tuple[Decision, bytes, bytes]:
+        """The decision actually written, its key and its envelope's bytes; never raises.
+
+        An envelope too large for one Kafka message even after shrinking becomes a small
+        ``too_large`` dead letter, one that orjson cannot write an ``unencodable`` one
+        (:func:`quality.envelope.encode_decision`); either is logged with the input's
+        topic, partition and offset.
+        """
+        key = d.id.encode("utf-8", "surrogatepass")
+        limit = self.kafka.max_output_bytes - len(key) - RECORD_OVERHEAD_BYTES
+        written, value = encode_decision(d, self.versions, limit)
+        if written is not d:
+            log.warning("the envelope of the input at %s was dead-lettered as %s: %s", safe_origin(d.origin),
+                        written.reasons[0], written.error)
+            key = written.id.encode("utf-8")
+        return written, key, value
+
     async def publish(self, decisions: Sequence[Decision]) -> None:
         """Produce one envelope per decision (key = example id) and await every acknowledgement.
 
         An envelope that cannot fit in one Kafka message even after shrinking goes to the
-        dead-letter topic as a small ``too_large`` envelope instead (:func:`quality.envelope.encode_output`).
+        dead-letter topic as a small ``too_large`` envelope instead, and one orjson cannot write
+        as an ``unencodable`` one (:meth:`encode`).
         """
         futures, sent_to = [], []
         for d in decisions:
-            key = d.id.encode("utf-8", "surrogatepass")
-            limit = self.kafka.max_output_bytes - len(key) - RECORD_OVERHEAD_BYTES
-            kind, value = encode_output(d, self.versions, limit)
-            if kind != d.decision:
-                log.warning("envelope of an input at %s too large for Kafka; dead-lettered", dict(d.origin))
-            topic = self.topics[kind]
+            written, key, value = self.encode(d)
+            topic = self.topics[written.decision]
             futures.append(await self.producer.send(topic, value=value, key=key))
             sent_to.append(topic)
         for topic, meta in zip(sent_to, await asyncio.gather(*futures)):

@@ -17,3 +17,11 @@ def test_joiners_that_carry_meaning_stay():
     assert normalize_text(family) == family
     persian = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"
     assert normalize_text(persian) == persian
+
+
+def test_long_runs_of_spaces_are_trimmed_the_same():
+    """The trailing-space pattern starts only where a run begins (it rescanned long runs of
+    tabs from every position: bench/bench_poison.py); the result is unchanged."""
+    assert normalize_text("a" + "\t" * 50_000 + "b") == "a" + "\t" * 50_000 + "b"
+    assert normalize_text("a \t \nb") == "a\nb"
+    assert normalize_text("x" + " " * 30_000 + "\ny") == "x\ny"

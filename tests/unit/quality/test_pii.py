@@ -94,3 +94,14 @@ def test_versions_are_not_ip_addresses_and_prefixed_key_names_are_secrets():
     assert redact("server at 10.0.0.12 now") == ("server at [IP_ADDRESS] now", {"ip_address": 1})
     out, counts = redact("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
     assert out == "aws_secret_access_key = [SECRET]" and counts == {"secret": 1}
+
+
+def test_bounded_patterns_still_find_what_they_found():
+    """The secret and private-key patterns were bounded (a long run like "a-a-a-..." took
+    quadratic time, bench/bench_poison.py); what they find is unchanged."""
+    text, counts = redact("export AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI0K7MDENGbPxRfiCYEXAMPLEKEY1 now")
+    assert text == "export AWS_SECRET_ACCESS_KEY=[SECRET] now" and counts == {"secret": 1}
+    pem = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nMIIEow\n-----END RSA PRIVATE KEY-----"
+    assert redact(f"key:\n{pem}\ndone")[0] == "key:\n[SECRET]\ndone"
+    runs = "a-" * 20_000 + " password-" * 2_000 + "-----BEGIN RSA PRIVATE KEY-----\n" * 500
+    assert redact(runs) == (runs, {})

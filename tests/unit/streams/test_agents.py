@@ -105,3 +105,89 @@ def test_the_frontier_keeps_inputs_found_decided_that_the_worker_has_not_met_aga
     asyncio.run(worker._handle_batch([event(1, 50, b"{}"), event(1, 51, b"{}"), event(1, 53, b"not json")]))
     assert worker.frontier().decided_end == {0: 20, 1: 54}
     assert worker.frontier().pending == {}  # 52 is below the new end: decided, and no longer pending
+
+
+def _worker(pipeline):
+    from prometheus_client import CollectorRegistry
+
+    from streams.worker import StreamWorker
+    from streams.config import Settings
+    from streams.metrics import SieveMetrics
+
+    return StreamWorker(load(Settings, env={}), pipeline, SieveMetrics(CollectorRegistry()))
+
+
+def _event(offset: int, payload: bytes | None, key: bytes | None = None) -> SimpleNamespace:
+    return SimpleNamespace(message=SimpleNamespace(topic="sieve.raw", partition=0, offset=offset, value=payload,
+                                                   key=key, timestamp=None, headers=None))
+
+
+def test_an_envelope_orjson_cannot_write_is_published_as_an_unencodable_dead_letter(caplog, cheap_pipeline):
+    from quality.envelope import Decision
+    from quality.records import Example, Message
+
+    worker = _worker(cheap_pipeline())
+    ex = Example("id-\ud800", "sft", "alpaca", (Message("user", "q"), Message("assistant", "a \udc00")))
+    d = Decision(ex.id, "rejected", ["too_short"], {}, {"topic": "sieve.raw", "partition": 4, "offset": 99},
+                 example=ex, raw=b"\xff raw")
+    written, key, value = worker.publisher.encode(d)
+    env = orjson.loads(value)
+    assert written.decision == env["decision"] == "dead_letter" and env["reasons"] == ["unencodable"]
+    assert key == b"id-\\ud800" and env["id"] == "id-\\ud800"
+    assert env["error"].startswith("stage envelope: TypeError") and "rejected: too_short" in env["error"]
+    assert env["origin"] == {"topic": "sieve.raw", "partition": 4, "offset": 99}
+    assert "'partition': 4, 'offset': 99" in caplog.text and "unencodable" in caplog.text
+
+
+def test_every_poison_payload_of_a_batch_is_published(caplog, cheap_pipeline):
+    """The worker's whole path short of the broker: raw events (a tombstone and a key that is
+    not UTF-8 among them) to pipeline to encoded envelopes, one per event, in order."""
+    import asyncio
+
+    from poison_corpus import poison_payloads
+
+    worker = _worker(cheap_pipeline())
+    events = [_event(k, p) for k, (_, p, _) in enumerate(poison_payloads())]
+    events += [_event(len(events), None, key=b"\xff\xfekey"), _event(len(events) + 1, b"{}", key=b"\x00")]
+    sent = []
+
+    async def publish(decisions):
+        sent.extend(orjson.loads(worker.publisher.encode(d)[2]) for d in decisions)
+
+    worker.publisher.publish = publish
+    asyncio.run(worker._handle_batch(events))
+    assert [e["origin"]["offset"] for e in sent] == list(range(len(events)))
+    assert sent[-2]["reasons"] == ["invalid_json"] and sent[-2]["origin"]["key"] == "\\xff\\xfekey"
+    assert all(e["reasons"] for e in sent if e["decision"] == "dead_letter")
+
+
+def test_a_broken_stage_stops_the_worker_with_75_before_anything_is_published(monkeypatch, caplog):
+    import asyncio
+
+    import streams.worker.loop as loop
+    from quality.pipeline import Pipeline
+    from quality.stage import Stage
+
+    class Broken(Stage):  # a fake on purpose: a real model cannot be broken on demand
+        name = "broken"
+
+        def check_batch(self, batch):
+            raise RuntimeError("CUDA error: device lost")
+
+    def exit_(code):
+        raise SystemExit(code)
+
+    monkeypatch.setattr(loop.os, "_exit", exit_)
+    worker = _worker(Pipeline([Broken()]))
+    published = []
+
+    async def publish(decisions):
+        published.extend(decisions)
+
+    worker.publisher.publish = publish
+    good = orjson.dumps({"instruction": "Name a colour.", "output": "Blue is a colour."})
+    with pytest.raises(SystemExit) as stopped:
+        asyncio.run(worker.handle_batch([_event(5, good), _event(6, good)]))
+    assert stopped.value.code == loop.EXIT_DELIVERY_FAILED == 75 and published == []
+    assert "sieve.raw[0] offsets 5..6" in caplog.text and "StageBroken" in caplog.text
+    assert "canary" in caplog.text and "CUDA error: device lost" in caplog.text

@@ -52,6 +52,25 @@ def test_examples_by_decision_reason_and_closed_source(observed):
                  source="unknown") == 1
 
 
+def test_every_reason_carried_is_counted_beside_the_deciding_one(tmp_path, cheap_pipeline):
+    """A contaminated example rejected first as repetitive counts once in sieve_examples_total
+    (reason=repetitive) and under both codes in sieve_reasons_total."""
+    item = ("Janet's ducks lay sixteen eggs per day and she eats three for breakfast every morning, how many "
+            "eggs does she sell at the farmers market")
+    bench = tmp_path / "bench.jsonl"
+    bench.write_bytes(orjson.dumps({"id": "gsm-1", "text": item}) + b"\n")
+    pipeline = cheap_pipeline(**{"decontam.benchmark_paths": (str(bench),)})
+    registry = CollectorRegistry()
+    metrics = SieveMetrics(registry)
+    loop = orjson.dumps({"instruction": item, "output": "The ducks lay eggs and the eggs are sold. " * 30})
+    metrics.observe_decisions(pipeline.process([RawRecord(loop, {"topic": "t", "partition": 0, "offset": 0})]))
+    assert value(registry, "sieve_examples_total", decision="rejected", reason="repetitive", source="unknown") == 1
+    assert value(registry, "sieve_examples_total", decision="rejected", reason="contaminated",
+                 source="unknown") is None
+    assert value(registry, "sieve_reasons_total", decision="rejected", reason="repetitive") == 1
+    assert value(registry, "sieve_reasons_total", decision="rejected", reason="contaminated") == 1
+
+
 def test_stage_batch_index_lag_and_timestamp_series(observed):
     registry, metrics, pipeline = observed
     assert value(registry, "sieve_batch_size_count") == 1 and value(registry, "sieve_batch_size_sum") == 4

@@ -1,4 +1,4 @@
-"""Raw payloads in, canonical examples out.
+"""Canonical examples: the record types, and :func:`parse` from a raw payload to an :class:`Example`.
 
 Four input formats are recognised per message (or forced by configuration):
 
@@ -12,19 +12,18 @@ Four input formats are recognised per message (or forced by configuration):
 carrying a dead-letter reason and a human-readable error. Structural problems
 (missing fields, wrong types, empty lists) are failures; fields that are present but
 empty strings parse, and the heuristic filters reject them (``empty_response``...).
+Reading the JSON itself, so that whatever parses can be written back, is
+:mod:`quality.records.payload`.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
-import orjson
-
 from quality.features import Features
 from quality.reasons import Reason
+from quality.records.payload import MAX_JSON_DEPTH, PayloadError, read_payload
 
 Kind = Literal["sft", "preference"]
 FORMATS = ("alpaca", "openai", "sharegpt", "preference")
@@ -146,13 +145,19 @@ class _SchemaError(Exception):
 
 
 def parse(raw: RawRecord, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-          format: str | None = None) -> Example | ParseFailure:
+          format: str | None = None, max_depth: int = MAX_JSON_DEPTH) -> Example | ParseFailure:
     """Turn one raw payload into an :class:`Example`, or say why it cannot be one.
+
+    Whatever parses can also be written back out: lone UTF-16 surrogates anywhere
+    (``invalid_utf8``), nesting past ``max_depth`` anywhere (``too_deep``) and numbers
+    that are not finite doubles (``invalid_json``) fail here, even in fields Sieve
+    ignores, so no envelope built from an example can fail to encode.
 
     Args:
         raw: the payload and its origin.
         max_message_bytes: payloads larger than this fail with ``too_large``.
         format: force one of :data:`FORMATS` instead of detecting it.
+        max_depth: deepest nesting of arrays and objects (the top-level object is level 1).
     """
     fid = raw.fallback_id
     payload = raw.payload
@@ -160,18 +165,10 @@ def parse(raw: RawRecord, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     if size > max_message_bytes:
         return ParseFailure(fid, Reason.TOO_LARGE,
                             f"payload is {size} bytes, over max_message_bytes={max_message_bytes}", raw.origin)
-    if isinstance(payload, (bytes, bytearray, memoryview)):
-        try:
-            text = bytes(payload).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            return ParseFailure(fid, Reason.INVALID_UTF8, f"not valid UTF-8: {exc}", raw.origin)
-    else:
-        text = payload
     try:
-        obj = _loads(text)
-    except (ValueError, TypeError, RecursionError) as exc:
-        reason = Reason.INVALID_UTF8 if "surrogate" in str(exc) else Reason.INVALID_JSON
-        return ParseFailure(fid, reason, f"not valid JSON: {exc}", raw.origin)
+        obj = read_payload(payload, max_depth)
+    except PayloadError as exc:
+        return ParseFailure(fid, exc.reason, exc.message, raw.origin)
     if not isinstance(obj, dict):
         return ParseFailure(fid, Reason.NOT_AN_OBJECT,
                             f"expected a JSON object, got {type(obj).__name__}", raw.origin)
@@ -184,7 +181,7 @@ def parse(raw: RawRecord, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         keys = ", ".join(sorted(map(str, obj))[:8]) or "none"
         return ParseFailure(ex_id, Reason.UNKNOWN_FORMAT,
                             "no known format: expected instruction/output (Alpaca), messages (OpenAI), "
-                            f"conversations (ShareGPT) or chosen/rejected (preference); keys: {keys}",
+                            f"conversations (ShareGPT) or chosen/rejected (preference); keys: {keys[:400]}",
                             raw.origin)
     try:
         return _BUILDERS[fmt](obj, ex_id, raw.origin)
@@ -192,29 +189,6 @@ def parse(raw: RawRecord, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         return ParseFailure(ex_id, Reason.SCHEMA_ERROR, f"{fmt}: {exc}", raw.origin)
     except KeyError:
         return ParseFailure(ex_id, Reason.SCHEMA_ERROR, f"unknown format {fmt!r}; use one of {FORMATS}", raw.origin)
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-_LONG_INT = re.compile(r"(?<![\d.eE+-])-?\d{19,}(?![\d.eE])")
-
-
-def _big_int(text: str) -> int | str:
-    """Integers that fit in 64 bits stay integers; longer ones become their digits as a
-    string, so envelopes stay serializable (orjson writes 64-bit integers at most)."""
-    value = int(text)
-    return value if -(1 << 63) <= value < (1 << 64) else text
-
-
-def _loads(text: str) -> Any:
-    """orjson (fast), unless the text has an integer of 19+ digits: orjson silently turns
-    integers beyond 64 bits into floats (losing digits of an id), so those payloads go
-    through the standard library, keeping big integers exactly (as strings)."""
-    if _LONG_INT.search(text) is None:
-        return orjson.loads(text)
-    return json.loads(text, parse_constant=_no_constants, parse_int=_big_int)
 
 
 def detect_format(obj: Mapping[str, Any]) -> str | None:

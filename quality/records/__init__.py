@@ -1,0 +1,10 @@
+"""Raw payloads in, canonical examples out: :func:`parse` (:mod:`quality.records.example`),
+reading JSON that can be written back (:mod:`quality.records.payload`)."""
+
+from quality.records.example import (DEFAULT_MAX_MESSAGE_BYTES, FORMATS, MAX_ID_CHARS, MAX_SOURCE_CHARS, Example,
+                                     Kind, Message, ParseFailure, RawRecord, detect_format, origin_id, parse)
+from quality.records.payload import MAX_JSON_DEPTH, PayloadError, read_payload
+
+__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "FORMATS", "MAX_ID_CHARS", "MAX_JSON_DEPTH", "MAX_SOURCE_CHARS", "Example",
+           "Kind", "Message", "ParseFailure", "PayloadError", "RawRecord", "detect_format", "origin_id", "parse",
+           "read_payload"]
