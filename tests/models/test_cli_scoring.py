@@ -192,3 +192,19 @@ def test_train_scorer_warns_about_a_missing_reward_head_and_pipelines_say_so_too
     assert "stage pair_margin needs reward_margin" in done.stderr and "scoring.min_margin = none" in done.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert set(summary["unchecked"]) == {"pair_margin"}
+
+
+def test_missing_heads_follows_the_settings(tmp_path):
+    """No reward head matters only while a margin check needs one: not with min_margin = none, nor
+    with a reward model; a folder without a quality head cannot be loaded at all."""
+    from models.train import missing_heads
+
+    (tmp_path / "quality.json").write_text("{}")
+    assert len(missing_heads(tmp_path)) == 1 and "pair-margin check (scoring.min_margin = -0.5)" in \
+        missing_heads(tmp_path)[0]
+    assert missing_heads(tmp_path, min_margin=None) == []
+    assert missing_heads(tmp_path, reward_model="/models/rm") == []
+    (tmp_path / "quality.json").unlink()
+    (tmp_path / "reward.json").write_text("{}")
+    (warning,) = missing_heads(tmp_path)
+    assert "no quality head" in warning and "--quality-data" in warning
