@@ -115,7 +115,9 @@ class SegmentCache:
                 keys = z["keys"]
                 for k in self.arrays:
                     self.arrays[k] = [z[k]]
-            self.row = {bytes(k): i for i, k in enumerate(keys)}
+            # keys are a (n, 16) uint8 matrix; an "S16" array (older caches) dropped trailing NUL bytes
+            self.row = {(bytes(k) if keys.dtype == np.uint8 else bytes(k).ljust(16, b"\x00")): i
+                        for i, k in enumerate(keys)}
 
     def __len__(self) -> int:
         return len(self.row)
@@ -143,7 +145,7 @@ class SegmentCache:
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        keys = np.array(sorted(self.row, key=self.row.get), dtype="S16")
+        keys = np.frombuffer(b"".join(sorted(self.row, key=self.row.get)), dtype=np.uint8).reshape(-1, 16)
         tmp = self.path.with_suffix(".tmp.npz")
         np.savez(tmp, keys=keys, **self.stacked())
         os.replace(tmp, self.path)
