@@ -38,6 +38,7 @@ from sim_data import DATA, ROOT, CachedEncoder, SegmentCache, dev_files, raw_lin
 
 from quality.build import build_stages  # noqa: E402
 from quality.config import DecontamSettings, PipelineSettings  # noqa: E402
+from quality.dedup_exact import content_key  # noqa: E402
 from quality.pipeline import Pipeline  # noqa: E402
 from quality.records import RawRecord  # noqa: E402
 from quality.reasons import Reason  # noqa: E402
@@ -46,7 +47,7 @@ BATCH = 256  # sieve curate's batch
 AFTER_MODEL = {Reason.DUPLICATE_EXACT.value: "exact_dedup", Reason.DUPLICATE_NEAR.value: "near_dedup",
                Reason.DUPLICATE_SEMANTIC.value: "semantic_dedup"}
 SCORER_REASONS = {Reason.LOW_QUALITY.value, Reason.PAIR_LOW_MARGIN.value} | set(AFTER_MODEL)
-LAGS = (0, BATCH, 10 * BATCH, 100 * BATCH)
+LAGS = (0, BATCH, 4 * BATCH, 16 * BATCH)
 
 
 def orders(data: Path, seed: int) -> dict[str, list[RawRecord]]:
@@ -93,6 +94,8 @@ def run(raws: list[RawRecord], data: Path, cache: SegmentCache) -> dict:
     saved = {lag: Counter() for lag in LAGS}  # exact+near duplicates a view L behind would know
     saved_exact = {lag: Counter() for lag in LAGS}
     first_reasons = Counter()
+    memo = Counter()            # repeats of content the scorer already encoded (any decision)
+    encoded: set[bytes] = set()
     t0 = time.perf_counter()
     for start in range(0, len(raws), BATCH):
         for k, d in enumerate(pipe.process(raws[start:start + BATCH])):
@@ -106,6 +109,10 @@ def run(raws: list[RawRecord], data: Path, cache: SegmentCache) -> dict:
             seqs, tokens = cost(d.example, cache, budget, special)
             c = Counter(examples=1, sequences=seqs, tokens=tokens)
             scorer.update(c)
+            key = content_key(d.example)
+            if key in encoded:
+                memo.update(c)
+            encoded.add(key)
             if reason in AFTER_MODEL:
                 dup[reason].update(c)
             else:
@@ -118,7 +125,7 @@ def run(raws: list[RawRecord], data: Path, cache: SegmentCache) -> dict:
                         if reason == Reason.DUPLICATE_EXACT.value:
                             saved_exact[lag].update(c)
     return {"inputs": len(raws), "scorer": scorer, "today": today, "dup": dup, "saved": saved,
-            "saved_exact": saved_exact, "reasons": first_reasons, "misses": enc.misses,
+            "saved_exact": saved_exact, "memo": memo, "reasons": first_reasons, "misses": enc.misses,
             "seconds": time.perf_counter() - t0}
 
 
@@ -152,6 +159,12 @@ def report(results: dict[str, dict]) -> list[str]:
                  f"tokens {r['saved'][lag]['tokens'] / s['tokens']:.1%}) [{r['saved_exact'][lag]['examples']:,}]"
                  for lag in LAGS]
         lines.append(f"| {name.split(' (')[0]} | " + " | ".join(cells) + " |")
+    lines += ["", "A content-addressed memo in the scorer instead (model outputs by exact content key, no view of the "
+              "decider's state; outputs are a pure function of the content): repeats of content already encoded, "
+              "whatever it was decided, if the memo saw every earlier input: "
+              + "; ".join(f"{name.split(' (')[0]} {r['memo']['examples']:,} examples "
+                          f"({r['memo']['examples'] / r['scorer']['examples']:.1%}; tokens "
+                          f"{r['memo']['tokens'] / r['scorer']['tokens']:.1%})" for name, r in results.items()) + "."]
     lines += ["", "Decisions by first reason (the same in every order up to ties between duplicates):", ""]
     for name, r in results.items():
         lines.append(f"- {name.split(' (')[0]}: " + ", ".join(f"{k} {v:,}" for k, v in r["reasons"].most_common()))
