@@ -68,6 +68,23 @@ def rss_mib() -> float:
     return float("nan")
 
 
+def py_bytes(obj) -> int:
+    """Bytes of a dict or list of str/bytes/float (containers and items; shared items counted again)."""
+    items = list(obj.items()) if isinstance(obj, dict) else [(x,) for x in obj]
+    return sys.getsizeof(obj) + sum(sys.getsizeof(x) for pair in items for x in pair)
+
+
+def index_bytes(store: "Store") -> dict[str, int]:
+    """Bytes each index holds: numpy/FAISS buffers plus the Python ids, dicts and lists around them."""
+    import faiss
+
+    lsh, vec = store.lsh, store.vec
+    return {"exact": py_bytes(store.exact._ids) + py_bytes(store.exact.added),
+            "near": lsh.nbytes() + py_bytes(lsh.ids) + py_bytes(lsh.row_of),
+            "semantic": len(faiss.serialize_index(vec.index)) + py_bytes(vec.ids) + py_bytes(vec.row_of)
+            + py_bytes(vec.times) + vec.alive.nbytes}
+
+
 @dataclass
 class Items:
     """What crosses ``sieve.scored`` for a set of examples, as arrays."""
@@ -260,8 +277,8 @@ def bench_size(n: int, stored: Items, queries: Items, threads: int, rng: np.rand
     timings["insert near"] += merge_s * accepted / between
     out = {"n": n, "kind": store.vec.kind, "wall_s": wall, "queries": len(queries), "accepted": accepted, "build_s": build_s,
            "timings": timings, "merge_s": merge_s, "merge_keys": merge_keys, "between": between,
-           "mib": dict(store.mib), "faiss_mib": len(__import__("faiss").serialize_index(store.vec.index)) / 2**20,
-           "lsh_arrays_mib": store.lsh.nbytes() / 2**20, "record_bytes": float(np.mean([len(r) for r in records]))}
+           "rss_mib": dict(store.mib), "bytes": index_bytes(store), "stored": len(store.vec),
+           "record_bytes": float(np.mean([len(r) for r in records]))}
     print(f"{n:,}: {out}", file=sys.stderr)
     return out
 
@@ -289,14 +306,15 @@ def report(rows: list[dict], n_real: int, n_queries: int, args: argparse.Namespa
               f"(at the largest store: {rows[-1]['merge_s']:.2f} s per merge, one merge per "
               f"~{rows[-1]['between']:,.0f} inserts). Accepted and inserted: "
               + ", ".join(f"{r['accepted']:,} of {r['queries']:,} at {r['n']:,}" for r in rows) + ".", "",
-              "**Memory per stored example** (RSS growth while filling; bytes)", "",
-              "| stored | exact | near (LSH) | near numpy arrays | semantic (FAISS + ids) | FAISS serialized | total |"
-              " build s |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "**Memory per stored example** (bytes; numpy and FAISS buffers plus the Python ids, dicts and lists "
+              "of each index, after the queries' inserts; RSS: growth of this process while filling, a cross-check)",
+              "", "| stored | exact | near (LSH) | semantic (FAISS + ids) | total | RSS total | build s (2 threads) |",
+              "|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        b = {k: v * 2**20 / r["n"] for k, v in r["mib"].items()}
-        lines.append(f"| {r['n']:,} | {b['exact']:,.0f} | {b['near']:,.0f} | {r['lsh_arrays_mib'] * 2**20 / r['n']:,.0f}"
-                     f" | {b['semantic']:,.0f} | {r['faiss_mib'] * 2**20 / r['n']:,.0f} | "
-                     f"{sum(b.values()):,.0f} | {r['build_s']:,.0f} |")
+        b = {k: v / r["stored"] for k, v in r["bytes"].items()}
+        rss = sum(r["rss_mib"].values()) * 2**20 / r["n"]
+        lines.append(f"| {r['n']:,} | {b['exact']:,.0f} | {b['near']:,.0f} | {b['semantic']:,.0f} | "
+                     f"{sum(b.values()):,.0f} | {rss:,.0f} | {r['build_s']:,.0f} |")
     return "\n".join(lines)
 
 
