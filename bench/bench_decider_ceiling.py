@@ -28,6 +28,7 @@ RSS while each index is filled, per stored example.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import math
 import os
@@ -46,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_models import write_section  # noqa: E402
 from sim_data import DATA, ROOT, SegmentCache, dev_examples, embeddings  # noqa: E402
 
-from quality.config import NearDedupSettings, ScoringSettings, SemanticDedupSettings  # noqa: E402
+from quality.config import NearDedupSettings, ScoringSettings, SemanticDedupSettings, load  # noqa: E402
 from quality.dedup_exact import content_key, entry_key  # noqa: E402
 from quality.dedup_near import NearDedup  # noqa: E402
 from quality.dedup_semantic import VectorIndex  # noqa: E402
@@ -141,8 +142,9 @@ def synthetic_fill(seeds: Items, n: int, rng: np.random.Generator) -> tuple[list
 class Store:
     """The decider's three indexes, built like ``quality.build`` builds the stages' ones."""
 
-    def __init__(self) -> None:
-        s = SemanticDedupSettings()
+    def __init__(self, s: SemanticDedupSettings = SemanticDedupSettings()) -> None:
+        import faiss
+
         self.exact = TimedExactIndex()
         self.near = NearDedup(**{k: getattr(NearDedupSettings(), k) for k in
                                  ("threshold", "num_perm", "ngram", "fields", "bands", "rows", "seed")})
@@ -153,6 +155,7 @@ class Store:
         self.margin = PairMarginCheck(min_margin=ScoringSettings().min_margin)
         self.policy = ThresholdPolicy(FixedThreshold(0.0))
         self.mib: dict[str, float] = {}
+        self.truth = faiss.IndexFlatIP(384)  # exact search over the same vectors, for recall
 
     def fill(self, ids: list[str], keys: list[bytes], sigs: np.ndarray, emb: np.ndarray, threads: int) -> None:
         import faiss
@@ -174,6 +177,7 @@ class Store:
         for start in range(0, len(ids), step):
             self.vec.add(ids[start:start + step], emb[start:start + step], [now] * len(ids[start:start + step]))
         faiss.omp_set_num_threads(1)
+        self.truth.add(np.ascontiguousarray(emb, dtype=np.float32))
         self.mib["semantic"] = self.mib.get("semantic", 0.0) + rss_mib() - before
 
     def decide(self, q: Items, records: list[bytes], t: dict[str, float]) -> int:
@@ -249,8 +253,23 @@ def scored_records(q: Items) -> list[bytes]:
                           "embedding": q.emb[i].astype(np.float16).tobytes().hex()}) for i in range(len(q))]
 
 
-def bench_size(n: int, stored: Items, queries: Items, threads: int, rng: np.random.Generator) -> dict:
-    store = Store()
+def recall(store: Store, q: Items) -> tuple[float, float, int]:
+    """Recall@1 of the semantic index against exact search (by similarity, so ties count), and the share of
+    queries with a stored neighbour at >= the threshold that the index finds (and how many there are)."""
+    import faiss
+
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    truth = store.truth.search(q.emb, 1)[0][:, 0]
+    faiss.omp_set_num_threads(1)
+    got = np.concatenate([store.vec.search(q.emb[i:i + BATCH])[0] for i in range(0, len(q), BATCH)])
+    dups = truth >= store.semantic_threshold
+    found = float(np.mean(got[dups] >= store.semantic_threshold)) if dups.any() else float("nan")
+    return float(np.mean(got >= truth - 1e-4)), found, int(dups.sum())
+
+
+def bench_size(n: int, stored: Items, queries: Items, threads: int, rng: np.random.Generator,
+               semantic: SemanticDedupSettings) -> dict:
+    store = Store(semantic)
     real = min(n, len(stored))
     t0 = time.perf_counter()
     store.fill(stored.ids[:real], stored.keys[:real], stored.sigs[:real], stored.emb[:real], threads)
@@ -261,6 +280,9 @@ def bench_size(n: int, stored: Items, queries: Items, threads: int, rng: np.rand
         del ids, keys, sigs, emb
         gc.collect()
     build_s = time.perf_counter() - t0
+    recall1, dup_found, dups = recall(store, queries)
+    del store.truth
+    gc.collect()
     records = scored_records(queries)
     timings: dict[str, float] = {}
     accepted = 0
@@ -275,7 +297,7 @@ def bench_size(n: int, stored: Items, queries: Items, threads: int, rng: np.rand
     # the recent level is merged when it passes sqrt(8192 * keys): that many keys of inserts per merge
     between = max(1 << 16, int(math.sqrt(len(store.lsh._keys) * 8192.0))) / store.lsh.bands
     timings["insert near"] += merge_s * accepted / between
-    out = {"n": n, "kind": store.vec.kind, "wall_s": wall, "queries": len(queries), "accepted": accepted, "build_s": build_s,
+    out = {"n": n, "kind": store.vec.kind, "wall_s": wall, "recall1": recall1, "dup_found": dup_found, "dups": dups, "queries": len(queries), "accepted": accepted, "build_s": build_s,
            "timings": timings, "merge_s": merge_s, "merge_keys": merge_keys, "between": between,
            "rss_mib": dict(store.mib), "bytes": index_bytes(store), "stored": len(store.vec),
            "record_bytes": float(np.mean([len(r) for r in records]))}
@@ -284,21 +306,27 @@ def bench_size(n: int, stored: Items, queries: Items, threads: int, rng: np.rand
 
 
 def report(rows: list[dict], n_real: int, n_queries: int, args: argparse.Namespace) -> str:
-    lines = [f"Measured {time.strftime('%Y-%m-%d')} by `bench/bench_decider_ceiling.py` on {os.cpu_count()} CPUs "
+    changed = {k: v for k, v in dataclasses.asdict(args.semantic_settings).items()
+               if v != getattr(SemanticDedupSettings(), k)}
+    lines = [f"Semantic index settings changed from the defaults: `{changed}`." if changed else
+             "Default `[pipeline.semantic_dedup]` settings.", "", f"Measured {time.strftime('%Y-%m-%d')} by `bench/bench_decider_ceiling.py` on {os.cpu_count()} CPUs "
              f"(shared with other work), one thread for the decisions; {n_queries:,} real dev examples as queries in "
              f"batches of {BATCH}, every non-duplicate inserted. Stores: {n_real:,} real dev examples, the rest "
              "synthetic neighbours of them (embeddings at cosine U(0.70, 0.92) to a real one, signatures keeping "
              "10-50% of a real one's positions, random exact keys).", "",
              "**Per example, µs (one thread)**", "",
-             "| stored | FAISS index | " + " | ".join(PARTS) + " | total | examples/s | without decode | wall ex/s |",
-             "|---:|---|" + "---:|" * (len(PARTS) + 4)]
+             "| stored | FAISS index | " + " | ".join(PARTS) + " | total | examples/s | without decode | wall ex/s "
+             "| recall@1 | duplicates found |", "|---:|---|" + "---:|" * (len(PARTS) + 6)]
     for r in rows:
         per = {p: r["timings"].get(p, 0.0) / r["queries"] * 1e6 for p in PARTS}
         total = sum(per.values())
         lines.append(f"| {r['n']:,} | {r['kind']} | " + " | ".join(f"{per[p]:,.1f}" for p in PARTS)
                      + f" | {total:,.0f} | **{1e6 / total:,.0f}** | {1e6 / (total - per['decode']):,.0f} | "
-                     f"{r['queries'] / r['wall_s']:,.0f} |")
-    lines += ["", "Times are CPU seconds of the one decision thread (`time.process_time`), so the load of other work "
+                     f"{r['queries'] / r['wall_s']:,.0f} | {r['recall1']:.3f} | {r['dup_found']:.3f} ({r['dups']}) |")
+    lines += ["", "`recall@1`: queries whose nearest stored vector the FAISS index finds (by cosine, against exact "
+              "search over the same store, before the pass); `duplicates found`: of the queries with a stored "
+              "neighbour at cosine >= the threshold (how many in brackets), the share the index finds. "
+              "Times are CPU seconds of the one decision thread (`time.process_time`), so the load of other work "
               "on this shared machine does not count; `wall ex/s` is the same pass by the clock, for comparison "
               "(it includes waiting for a core). `decode`: `orjson.loads` of the scored record (canonical example, hex content key, hex "
               f"signature, hex float16 embedding: {rows[0]['record_bytes'] / 1024:.1f} KiB on average). "
@@ -324,9 +352,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     ap.add_argument("--queries", type=int, default=3_000, help="real dev examples held out as queries")
     ap.add_argument("--build-threads", type=int, default=os.cpu_count() or 1, help="faiss threads for builds")
+    ap.add_argument("--semantic", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="override [pipeline.semantic_dedup] settings, e.g. ivf_min=50000 ivf_nlist=1024")
+    ap.add_argument("--section", default="decider_ceiling", help="which generated block of --doc to replace")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs/scaling.md")
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args(argv)
+    try:
+        overrides = dict(kv.split("=", 1) for kv in args.semantic)
+        args.semantic_settings = load(SemanticDedupSettings, env={}, overrides=overrides)
+    except ValueError as exc:
+        ap.error(f"--semantic: {exc} (give KEY=VALUE pairs of [pipeline.semantic_dedup] settings)")
     cache = SegmentCache()
     examples = [ex for _, ex in dev_examples(args.data)]
     rng = np.random.default_rng(12)
@@ -334,10 +370,11 @@ def main(argv: list[str] | None = None) -> int:
     near = Store().near
     items = real_items([examples[i] for i in order], near, cache)
     queries, stored = items.slice(0, args.queries), items.slice(args.queries, len(items))
-    rows = [bench_size(n, stored, queries, args.build_threads, np.random.default_rng(n)) for n in args.sizes]
+    rows = [bench_size(n, stored, queries, args.build_threads, np.random.default_rng(n), args.semantic_settings)
+            for n in args.sizes]
     body = report(rows, len(stored), len(queries), args)
     if not args.no_write:
-        write_section(args.doc, "decider_ceiling", body)
+        write_section(args.doc, args.section, body)
     print(body)
     return 0
 
