@@ -25,7 +25,6 @@ them: normalized, PII redacted):
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 import time
