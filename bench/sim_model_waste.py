@@ -133,10 +133,11 @@ def share(part: Counter, whole: Counter, key: str) -> str:
     return f"{part[key]:,} ({part[key] / whole[key]:.1%})" if whole[key] else "0"
 
 
-def report(results: dict[str, dict]) -> list[str]:
+def report(results: dict[str, dict], n_files: int) -> list[str]:
+    n_lines = next(iter(results.values()))["inputs"]
     lines = [f"Measured {time.strftime('%Y-%m-%d')} by `bench/sim_model_waste.py`: the real pipeline (defaults, "
-             "decontamination against the dev benchmarks, batches of 256 as `sieve curate`) over all 16 dev "
-             "instruction and preference files, 13,648 lines. `scorer encodes`: inputs that survive the "
+             f"decontamination against the dev benchmarks, batches of {BATCH} as `sieve curate`) over all {n_files} "
+             f"dev instruction and preference files, {n_lines:,} lines. `scorer encodes`: inputs that survive the "
              "stateless checks, which a stateless scorer runs the model on; the rest are rejected before it. "
              "Sequences: one per SFT example, two per preference pair; tokens after truncation to 256.", "",
              "| arrival order | scorer encodes: examples / sequences / tokens | of which duplicate_exact "
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {results[name]['seconds']:.0f} s, {results[name]['misses']} encoder misses", file=sys.stderr)
     if any(r["misses"] for r in results.values()):
         cache.save()
-    body = "\n".join(report(results))
+    body = "\n".join(report(results, len(dev_files(args.data))))
     if not args.no_write:
         write_section(args.doc, "model_waste", body)
     print(body)
