@@ -1,28 +1,29 @@
 """The decider's ceiling: examples/s of one thread against 10k, 100k and 1M stored examples.
 
     .venv/bin/python bench/sim_data.py                   # once: encode the dev data (cached)
-    .venv/bin/python bench/bench_decider_ceiling.py      # ~10 min here; figures into docs/scaling.md
+    .venv/bin/python bench/bench_decider_ceiling.py      # ~15 min here; figures into docs/scaling.md
 
 Stage 2 of the design (``sieve run --role decide``) receives everything stage 1
-computed (content hash, MinHash signature, embedding, scores) and does, per example,
-only what needs the global state: an exact-hash lookup, a MinHash LSH query, a FAISS
-query, the in-batch checks, the pair-margin and threshold checks, and for each accepted
-example the inserts into all three indexes. This bench times exactly that with the
-index classes the pipeline uses (``TimedExactIndex``, ``LSHIndex`` with the near-dedup
-defaults, ``VectorIndex`` with the semantic-dedup defaults: flat up to 50k stored, HNSW
-M 32, IVF 4096 lists / nprobe 16 past 200k), on one thread (numpy and faiss), in
-batches of 256.
+computed (content hash, MinHash signature, embedding, quality, reward margin: the typed
+``Features``) and runs only the stages that need the global state. This bench runs
+exactly those, the pipeline's own stage objects built from the default settings by the
+stage registry (``exact_dedup``, ``near_dedup``, ``quality_gate``, ``semantic_dedup``,
+``pair_margin``, in the pipeline's order), on examples whose features stage 1 filled
+(``annotate`` of the exact and near stages, the real model stage reading the encoder
+cache of ``bench/sim_data.py``), in batches of 256 on one thread (numpy and faiss), and
+commits the accepted ones to every stage as the pipeline does. Before that it decodes
+each example's scored record (``orjson`` and ``Features.from_dict``). It does not redo
+the pipeline's in-batch recheck (an example rejected as a duplicate of an earlier one of
+its batch that was itself rejected later); that is rare.
 
-Data: queries are real dev examples (``../shared/data`` instruction + preference; their
-content keys, signatures with the near-dedup settings, and MiniLM embeddings from the
-cache of ``bench/sim_data.py``), held out from the store. The store starts with the
-other real dev examples and is filled up to N with synthetic neighbours of them
-(see :func:`synthetic_fill`): so at 100k and 1M most stored rows are synthetic.
-Every query that is not a duplicate is accepted and inserted (the worst case for insert
-cost). The LSH index merges its recent level into the main sorted level when the
-recent level passes ``sqrt(8192 * keys)``; the bench times one merge and adds its cost
-amortized over the inserts between two merges. Memory is the growth of this process's
-RSS while each index is filled, per stored example.
+Data: queries are real dev examples (``../shared/data`` instruction + preference), held
+out from the store. The store starts with the other real dev examples and is filled up
+to N with synthetic neighbours of them (see :func:`synthetic_fill`), written straight
+into the stages' indexes: at 100k and 1M most stored rows are synthetic. The LSH index
+merges its recent level into the main sorted level when the recent level passes
+``sqrt(8192 * keys)``; the bench times one merge and adds its cost amortized over the
+inserts between two merges. Memory: the indexes' own buffers and Python containers per
+stored example, and the growth of this process's RSS while filling as a cross-check.
 """
 
 from __future__ import annotations
@@ -44,20 +45,23 @@ import orjson  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_models import write_section  # noqa: E402
-from sim_data import DATA, ROOT, SegmentCache, dev_examples, embeddings  # noqa: E402
+from sim_data import DATA, ROOT, CachedEncoder, SegmentCache, dev_examples  # noqa: E402
 
-from quality.config import NearDedupSettings, ScoringSettings, SemanticDedupSettings, load  # noqa: E402
-from quality.dedup_exact import content_key, entry_key  # noqa: E402
-from quality.dedup_near import NearDedup  # noqa: E402
-from quality.dedup_semantic import VectorIndex  # noqa: E402
-from quality.minhash import MAX_SIG, jaccard, texts_of  # noqa: E402
-from quality.pairs import MARGIN_FEATURE, PairMarginCheck  # noqa: E402
+import models.stage  # noqa: E402,F401 - registers the model stage, as streams/assemble.py does
+from quality.build import build_stages  # noqa: E402
+from quality.config import PipelineSettings, load  # noqa: E402
+from quality.dedup.exact import entry_key  # noqa: E402
+from quality.dedup.minhash import MAX_SIG  # noqa: E402
+from quality.features import Features  # noqa: E402
 from quality.records import Example  # noqa: E402
-from quality.state import TimedExactIndex  # noqa: E402
-from quality.thresholds import FixedThreshold, ThresholdPolicy  # noqa: E402
+from quality.stage import StatefulStage  # noqa: E402
 
 BATCH = 256
-PARTS = ("decode", "exact", "near", "semantic", "checks", "insert exact", "insert near", "insert semantic")
+DECIDER = ("exact_dedup", "near_dedup", "quality_gate", "semantic_dedup", "pair_margin")
+PARTS = ("decode", "exact", "near", "gate + margin", "semantic", "insert exact", "insert near", "insert semantic")
+PART_OF = {"exact_dedup": "exact", "near_dedup": "near", "quality_gate": "gate + margin",
+           "semantic_dedup": "semantic", "pair_margin": "gate + margin"}
+INSERT_OF = {"exact_dedup": "insert exact", "near_dedup": "insert near", "semantic_dedup": "insert semantic"}
 
 
 def rss_mib() -> float:
@@ -68,47 +72,41 @@ def rss_mib() -> float:
     return float("nan")
 
 
-def py_bytes(obj) -> int:
-    """Bytes of a dict or list of str/bytes/float (containers and items; shared items counted again)."""
-    items = list(obj.items()) if isinstance(obj, dict) else [(x,) for x in obj]
-    return sys.getsizeof(obj) + sum(sys.getsizeof(x) for pair in items for x in pair)
-
-
-def index_bytes(store: "Store") -> dict[str, int]:
-    """Bytes each index holds: numpy/FAISS buffers plus the Python ids, dicts and lists around them."""
-    import faiss
-
-    lsh, vec = store.lsh, store.vec
-    return {"exact": py_bytes(store.exact._ids) + py_bytes(store.exact.added),
-            "near": lsh.nbytes() + py_bytes(lsh.ids) + py_bytes(lsh.row_of),
-            "semantic": len(faiss.serialize_index(vec.index)) + py_bytes(vec.ids) + py_bytes(vec.row_of)
-            + py_bytes(vec.times) + vec.alive.nbytes}
-
-
 @dataclass
 class Items:
-    """What crosses ``sieve.scored`` for a set of examples, as arrays."""
+    """Examples with their stage-1 features, and those features as arrays (for filling stores)."""
 
-    ids: list[str]
+    examples: list[Example]
     keys: list[bytes]
     sigs: np.ndarray        # (n, num_perm) uint32
     emb: np.ndarray         # (n, 384) float32, normalized
-    examples: list[Example]
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.examples)
 
     def slice(self, a: int, b: int) -> "Items":
-        return Items(self.ids[a:b], self.keys[a:b], self.sigs[a:b], self.emb[a:b], self.examples[a:b])
+        return Items(self.examples[a:b], self.keys[a:b], self.sigs[a:b], self.emb[a:b])
 
 
-def real_items(examples: list[Example], near: NearDedup, cache: SegmentCache) -> Items:
-    for ex in examples:  # the scorer's reward margin travels with a pair; 1.0 passes the default -0.5
-        if ex.kind == "preference":
-            ex.features[MARGIN_FEATURE] = 1.0
-    sigs = near.hasher.signatures(texts_of(examples, near.fields))
-    return Items([entry_key(ex) for ex in examples], [content_key(ex) for ex in examples], sigs,
-                 embeddings(examples, cache), examples)
+def settings_with(semantic: dict[str, str]) -> PipelineSettings:
+    return load(PipelineSettings, env={}, overrides={f"semantic_dedup.{k}": v for k, v in semantic.items()})
+
+
+def scored(examples: list[Example], cache: SegmentCache) -> Items:
+    """Fills every example's features as a scorer would: content hash, signature, model outputs."""
+    stages = {st.name: st for st in build_stages(PipelineSettings())}
+    model = stages["model_score"]
+    model.encoder = CachedEncoder(model.encoder, cache)
+    for start in range(0, len(examples), BATCH):
+        batch = examples[start:start + BATCH]
+        stages["exact_dedup"].annotate(batch)
+        stages["near_dedup"].annotate(batch)
+        model.check_batch(batch)  # embedding, quality, reward margin (no state, no decision kept)
+    if model.encoder.misses:
+        print(f"{model.encoder.misses} sequences were not in the encoder cache and were encoded", file=sys.stderr)
+    f = [ex.features for ex in examples]
+    return Items(examples, [x.content_hash for x in f], np.stack([x.minhash for x in f]),
+                 np.stack([x.embedding for x in f]).astype(np.float32))
 
 
 def synthetic_fill(seeds: Items, n: int, rng: np.random.Generator) -> tuple[list[str], list[bytes], np.ndarray,
@@ -142,30 +140,27 @@ def synthetic_fill(seeds: Items, n: int, rng: np.random.Generator) -> tuple[list
 
 
 class Store:
-    """The decider's three indexes, built like ``quality.build`` builds the stages' ones."""
+    """The decider's stages, built by the registry from the settings, and their indexes."""
 
-    def __init__(self, s: SemanticDedupSettings = SemanticDedupSettings()) -> None:
+    def __init__(self, settings: PipelineSettings) -> None:
         import faiss
 
-        self.exact = TimedExactIndex()
-        self.near = NearDedup(**{k: getattr(NearDedupSettings(), k) for k in
-                                 ("threshold", "num_perm", "ngram", "fields", "bands", "rows", "seed")})
+        built = {st.name: st for st in build_stages(settings)}
+        self.stages = [built[name] for name in DECIDER]
+        self.exact, self.near, _, self.semantic, _ = self.stages
         self.lsh = self.near.index
-        self.vec = VectorIndex(384, flat_max=s.flat_max, hnsw_m=s.hnsw_m, ef_search=s.ef_search, ivf_min=s.ivf_min,
-                               ivf_nlist=s.ivf_nlist, ivf_nprobe=s.ivf_nprobe)
-        self.semantic_threshold = s.threshold
-        self.margin = PairMarginCheck(min_margin=ScoringSettings().min_margin)
-        self.policy = ThresholdPolicy(FixedThreshold(0.0))
+        self.vec = self.semantic._index(384)
         self.mib: dict[str, float] = {}
         self.truth = faiss.IndexFlatIP(384)  # exact search over the same vectors, for recall
 
     def fill(self, ids: list[str], keys: list[bytes], sigs: np.ndarray, emb: np.ndarray, threads: int) -> None:
+        """Writes rows straight into the indexes (``ids`` are entry keys: id, separator, content hash)."""
         import faiss
 
         now = time.time()
         before = rss_mib()
         for k, i in zip(keys, ids):
-            self.exact.add(k, i)
+            self.exact.index.add(k, i.split("\x1f", 1)[0], now)
         self.mib["exact"] = self.mib.get("exact", 0.0) + rss_mib() - before
         before = rss_mib()
         for start in range(0, len(ids), 50_000):
@@ -182,77 +177,44 @@ class Store:
         self.truth.add(np.ascontiguousarray(emb, dtype=np.float32))
         self.mib["semantic"] = self.mib.get("semantic", 0.0) + rss_mib() - before
 
-    def decide(self, q: Items, records: list[bytes], t: dict[str, float]) -> int:
+    def decide(self, records: list[bytes], batch: list[Example], t: dict[str, float]) -> int:
         """Decides one batch as the decider would; returns how many were accepted."""
-        n = len(q)
         clock = time.process_time  # CPU seconds of this (single-threaded) process: others' load does not count
         t0 = clock()
-        for rec in records:  # a scored record: example, hash, signature and float16 embedding
-            orjson.loads(rec)
-        t1 = clock()
-        dup = np.zeros(n, dtype=bool)
-        first: dict[bytes, int] = {}
-        for i, k in enumerate(q.keys):
-            if self.exact.query(k) is not None or first.setdefault(k, i) != i:
-                dup[i] = True
-        t2 = clock()
-        best = self.lsh.best_matches(q.sigs)
-        near_sim = np.array([s for _, s in best])
-        dup |= near_sim >= self.near.threshold
-        dup |= self._in_batch_near(q.sigs, dup)
-        t3 = clock()
-        sims, _ = self.vec.search(q.emb)
-        dup |= sims >= self.semantic_threshold
-        within = q.emb @ q.emb.T
-        kept: list[int] = []
-        for i in range(n):
-            if not dup[i] and kept and float(within[i, kept].max()) >= self.semantic_threshold:
-                dup[i] = True
-            elif not dup[i]:
-                kept.append(i)
-        t4 = clock()
-        ok = ~dup
-        for i in np.flatnonzero(ok).tolist():
-            ex = q.examples[i]
-            if self.margin.check(ex).reason is not None or not self.policy.keep(0.5, ex.source):
-                ok[i] = False
-        t5 = clock()
-        acc = np.flatnonzero(ok)
-        ids = [q.ids[i] for i in acc]
-        for i in acc.tolist():
-            self.exact.add(q.keys[i], q.ids[i])
-        t6 = clock()
-        now = np.full(len(acc), time.time())
-        self.lsh.add(ids, q.sigs[acc], now)
-        t7 = clock()
-        self.vec.add(ids, q.emb[acc], now.tolist())
-        t8 = clock()
-        for part, a, b in zip(PARTS, (t0, t1, t2, t3, t4, t5, t6, t7), (t1, t2, t3, t4, t5, t6, t7, t8)):
-            t[part] = t.get(part, 0.0) + b - a
-        return len(acc)
-
-    def _in_batch_near(self, sigs: np.ndarray, dup: np.ndarray) -> np.ndarray:
-        """Examples that share a band with an earlier kept one of the batch at Jaccard >= threshold."""
-        keys = self.lsh.band_keys(sigs)
-        out = np.zeros(len(sigs), dtype=bool)
-        _, inverse, counts = np.unique(keys.ravel(), return_inverse=True, return_counts=True)
-        shared = (counts[inverse] > 1).reshape(keys.shape).any(axis=1) & (sigs[:, 0] != MAX_SIG)
-        seen: dict[int, list[int]] = {}
-        for i in np.flatnonzero(shared).tolist():
-            cands = {j for k in keys[i].tolist() for j in seen.get(k, ())}
-            if any(float(jaccard(sigs[j], sigs[i])) >= self.near.threshold for j in cands):
-                out[i] = True
-            elif not dup[i]:
-                for k in keys[i].tolist():
-                    seen.setdefault(k, []).append(i)
-        return out
+        for rec in records:  # what the decider gets: the canonical example and its features
+            Features.from_dict(orjson.loads(rec)["features"])
+        t["decode"] = t.get("decode", 0.0) + clock() - t0
+        live = list(batch)
+        for stage in self.stages:
+            t0 = clock()
+            verdicts = stage(live)
+            live = [ex for ex, v in zip(live, verdicts) if v.reason is None]
+            t[PART_OF[stage.name]] = t.get(PART_OF[stage.name], 0.0) + clock() - t0
+        for stage in self.stages:
+            if not isinstance(stage, StatefulStage):
+                continue
+            t0 = clock()
+            stage.commit(live)
+            part = INSERT_OF.get(stage.name, "gate + margin")
+            t[part] = t.get(part, 0.0) + clock() - t0
+        return len(live)
 
 
-def scored_records(q: Items) -> list[bytes]:
-    """The bytes stage 1 would send for each example: canonical example, key, signature, f16 embedding."""
-    return [orjson.dumps({"id": q.ids[i].split("\x1f")[0], "example": q.examples[i].canonical(),
-                          "exact": q.keys[i].hex(), "minhash": q.sigs[i].tobytes().hex(),
-                          "embedding": q.emb[i].astype(np.float16).tobytes().hex()}) for i in range(len(q))]
+def py_bytes(obj) -> int:
+    """Bytes of a dict or list of str/bytes/float (containers and items; shared items counted again)."""
+    items = list(obj.items()) if isinstance(obj, dict) else [(x,) for x in obj]
+    return sys.getsizeof(obj) + sum(sys.getsizeof(x) for pair in items for x in pair)
+
+
+def index_bytes(store: Store) -> dict[str, int]:
+    """Bytes each index holds: numpy/FAISS buffers plus the Python ids, dicts and lists around them."""
+    import faiss
+
+    lsh, vec, exact = store.lsh, store.vec, store.exact.index
+    return {"exact": py_bytes(exact._ids) + py_bytes(exact.added),
+            "near": lsh.nbytes() + py_bytes(lsh.ids) + py_bytes(lsh.row_of),
+            "semantic": len(faiss.serialize_index(vec.index)) + py_bytes(vec.ids) + py_bytes(vec.row_of)
+            + py_bytes(vec.times) + vec.alive.nbytes}
 
 
 def recall(store: Store, q: Items) -> tuple[float, float, int]:
@@ -264,17 +226,25 @@ def recall(store: Store, q: Items) -> tuple[float, float, int]:
     truth = store.truth.search(q.emb, 1)[0][:, 0]
     faiss.omp_set_num_threads(1)
     got = np.concatenate([store.vec.search(q.emb[i:i + BATCH])[0] for i in range(0, len(q), BATCH)])
-    dups = truth >= store.semantic_threshold
-    found = float(np.mean(got[dups] >= store.semantic_threshold)) if dups.any() else float("nan")
+    threshold = store.semantic.threshold
+    dups = truth >= threshold
+    found = float(np.mean(got[dups] >= threshold)) if dups.any() else float("nan")
     return float(np.mean(got >= truth - 1e-4)), found, int(dups.sum())
 
 
+def scored_records(q: Items) -> list[bytes]:
+    """The bytes stage 1 would send for each example: id, canonical example and its features."""
+    return [orjson.dumps({"id": ex.id, "example": ex.canonical(), "origin": dict(ex.origin),
+                          "features": ex.features.to_dict()}) for ex in q.examples]
+
+
 def bench_size(n: int, stored: Items, queries: Items, threads: int, rng: np.random.Generator,
-               semantic: SemanticDedupSettings) -> dict:
-    store = Store(semantic)
+               settings: PipelineSettings) -> dict:
+    store = Store(settings)
     real = min(n, len(stored))
     t0 = time.perf_counter()
-    store.fill(stored.ids[:real], stored.keys[:real], stored.sigs[:real], stored.emb[:real], threads)
+    store.fill([entry_key(ex) for ex in stored.examples[:real]], stored.keys[:real], stored.sigs[:real],
+               stored.emb[:real], threads)
     for start in range(0, n - real, 250_000):
         ids, keys, sigs, emb = synthetic_fill(stored, min(250_000, n - real - start), rng)
         ids = [f"{start}-{i}" for i in ids]
@@ -290,7 +260,7 @@ def bench_size(n: int, stored: Items, queries: Items, threads: int, rng: np.rand
     accepted = 0
     wall = time.perf_counter()
     for start in range(0, len(queries), BATCH):
-        accepted += store.decide(queries.slice(start, start + BATCH), records[start:start + BATCH], timings)
+        accepted += store.decide(records[start:start + BATCH], queries.examples[start:start + BATCH], timings)
     wall = time.perf_counter() - wall
     merge_keys = len(store.lsh._rkeys)
     t0 = time.process_time()
@@ -299,7 +269,8 @@ def bench_size(n: int, stored: Items, queries: Items, threads: int, rng: np.rand
     # the recent level is merged when it passes sqrt(8192 * keys): that many keys of inserts per merge
     between = max(1 << 16, int(math.sqrt(len(store.lsh._keys) * 8192.0))) / store.lsh.bands
     timings["insert near"] += merge_s * accepted / between
-    out = {"n": n, "kind": store.vec.kind, "wall_s": wall, "recall1": recall1, "dup_found": dup_found, "dups": dups, "queries": len(queries), "accepted": accepted, "build_s": build_s,
+    out = {"n": n, "kind": store.vec.kind, "wall_s": wall, "recall1": recall1, "dup_found": dup_found, "dups": dups,
+           "queries": len(queries), "accepted": accepted, "build_s": build_s,
            "timings": timings, "merge_s": merge_s, "merge_keys": merge_keys, "between": between,
            "rss_mib": dict(store.mib), "bytes": index_bytes(store), "stored": len(store.vec),
            "record_bytes": float(np.mean([len(r) for r in records]))}
@@ -310,7 +281,7 @@ def bench_size(n: int, stored: Items, queries: Items, threads: int, rng: np.rand
 def report(rows: list[dict], n_real: int, n_queries: int, args: argparse.Namespace) -> str:
     lines = [f"Measured {time.strftime('%Y-%m-%d')} by `bench/bench_decider_ceiling.py` on {os.cpu_count()} CPUs "
              f"(shared with other work), one thread for the decisions; {n_queries:,} real dev examples as queries in "
-             f"batches of {BATCH}, every non-duplicate inserted. Stores: {n_real:,} real dev examples, the rest "
+             f"batches of {BATCH}, the accepted ones inserted. Stores: {n_real:,} real dev examples, the rest "
              "synthetic neighbours of them (embeddings at cosine U(0.70, 0.92) to a real one, signatures keeping "
              "10-50% of a real one's positions, random exact keys).", "",
              "**Per example, µs (one thread)**", "",
@@ -329,8 +300,11 @@ def report(rows: list[dict], n_real: int, n_queries: int, args: argparse.Namespa
               "neighbour at cosine >= the threshold (how many in brackets), the share the index finds. "
               "Times are CPU seconds of the one decision thread (`time.process_time`), so the load of other work "
               "on this shared machine does not count; `wall ex/s` is the same pass by the clock, for comparison "
-              "(it includes waiting for a core). `decode`: `orjson.loads` of the scored record (canonical example, hex content key, hex "
-              f"signature, hex float16 embedding: {rows[0]['record_bytes'] / 1024:.1f} KiB on average). "
+              "(it includes waiting for a core). `decode`: `orjson.loads` of the scored record and `Features.from_dict` of "
+              "its features (record: id, origin, canonical example, `Features.to_dict()`: hex content hash, base64 "
+              f"uint32 signature and float32 embedding, quality, margin; {rows[0]['record_bytes'] / 1024:.1f} KiB on "
+              "average). `gate + margin`: the quality gate (the head's calibrated threshold) and the pair margin "
+              "check, with their (empty) commits. "
               "`insert near` includes the amortized merge of the LSH recent level "
               f"(at the largest store: {rows[-1]['merge_s']:.2f} s per merge, one merge per "
               f"~{rows[-1]['between']:,.0f} inserts). Accepted and inserted: "
@@ -364,16 +338,12 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.semantic or [""]:
         try:
             overrides = dict(kv.split("=", 1) for kv in spec.split())
-            variants.append((f" ({', '.join(spec.split())})" if spec else "",
-                             load(SemanticDedupSettings, env={}, overrides=overrides)))
+            variants.append((f" ({', '.join(spec.split())})" if spec else "", settings_with(overrides)))
         except ValueError as exc:
             ap.error(f"--semantic {spec!r}: {exc} (give KEY=VALUE pairs of [pipeline.semantic_dedup] settings)")
-    cache = SegmentCache()
     examples = [ex for _, ex in dev_examples(args.data)]
-    rng = np.random.default_rng(12)
-    order = rng.permutation(len(examples))
-    near = Store().near
-    items = real_items([examples[i] for i in order], near, cache)
+    order = np.random.default_rng(12).permutation(len(examples))
+    items = scored([examples[i] for i in order], SegmentCache())
     queries, stored = items.slice(0, args.queries), items.slice(args.queries, len(items))
     rows = [dict(bench_size(n, stored, queries, args.build_threads, np.random.default_rng(n), settings), variant=label)
             for label, settings in variants for n in args.sizes]

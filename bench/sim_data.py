@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from quality.normalize import normalize_example  # noqa: E402
-from quality.pii import PiiRedactor  # noqa: E402
+from quality.filters.pii import PiiRedactor  # noqa: E402
 from quality.records import Example, RawRecord, parse  # noqa: E402
 
 # ../shared/data from the main checkout; a worktree under <project>/wt/<name> looks two levels up
@@ -187,7 +187,7 @@ def real_encoder(threads: int = 2) -> Any:
     import torch
 
     from models.stage import shared_encoder
-    from quality.config import ScoringSettings
+    from quality.scoring.gate import ScoringSettings
 
     torch.set_num_threads(threads)
     s = ScoringSettings()

@@ -36,9 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_models import write_section  # noqa: E402
 from sim_data import DATA, ROOT, CachedEncoder, SegmentCache, dev_files, raw_lines, seq_key, sequences  # noqa: E402
 
-from quality.build import build_stages  # noqa: E402
-from quality.config import DecontamSettings, PipelineSettings  # noqa: E402
-from quality.dedup_exact import content_key  # noqa: E402
+import models.stage  # noqa: E402,F401 - registers the model stage, as streams/assemble.py does
+from quality.build import build_pipeline  # noqa: E402
+from quality.config import PipelineSettings, load  # noqa: E402
+from quality.dedup.exact import content_key  # noqa: E402
 from quality.pipeline import Pipeline  # noqa: E402
 from quality.records import RawRecord  # noqa: E402
 from quality.reasons import Reason  # noqa: E402
@@ -65,14 +66,14 @@ def orders(data: Path, seed: int) -> dict[str, list[RawRecord]]:
 
 
 def pipeline(data: Path, cache: SegmentCache) -> tuple[Pipeline, CachedEncoder]:
-    settings = PipelineSettings(decontam=DecontamSettings(benchmark_paths=(str(data / "benchmarks"),)))
-    stages = build_stages(settings)
-    model = next((s for s in stages if s.name == "model_score"), None)
+    settings = load(PipelineSettings, env={}, overrides={"decontam.benchmark_paths": [str(data / "benchmarks")]})
+    pipe = build_pipeline(settings)
+    model = next((s for s in pipe.stages if s.name == "model_score"), None)
     if model is None:
         raise RuntimeError("the pipeline has no model stage: install the models extra (pip install 'sieve[models]')")
     enc = CachedEncoder(model.encoder, cache)
     model.encoder = enc
-    return Pipeline(stages, max_message_bytes=settings.max_message_bytes), enc
+    return pipe, enc
 
 
 def cost(ex, cache: SegmentCache, budget: int, special: int) -> tuple[int, int]:

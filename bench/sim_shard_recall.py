@@ -39,10 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_models import write_section  # noqa: E402
 from sim_data import DATA, ROOT, SegmentCache, dev_examples, embeddings  # noqa: E402
 
-from quality.config import NearDedupSettings, SemanticDedupSettings  # noqa: E402
-from quality.dedup_exact import content_key  # noqa: E402
-from quality.dedup_near import NearDedup  # noqa: E402
-from quality.minhash import MAX_SIG, texts_of  # noqa: E402
+from quality.dedup.exact import content_key  # noqa: E402
+from quality.dedup.minhash import MAX_SIG, texts_of  # noqa: E402
+from quality.dedup.near import NearDedup, NearDedupSettings  # noqa: E402
+from quality.dedup.semantic import SemanticDedupSettings  # noqa: E402
 
 SHARDS = (2, 4, 8, 16, 32)
 CLUSTERS = SHARDS + (128, 512)  # past 32: clusters as SemDeDup uses them, several per shard
