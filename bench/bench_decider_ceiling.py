@@ -44,6 +44,7 @@ import orjson  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_dedup import rss_mib  # noqa: E402
 from bench_models import write_section  # noqa: E402
 from sim_data import DATA, ROOT, CachedEncoder, SegmentCache, dev_examples  # noqa: E402
 
@@ -62,14 +63,6 @@ PARTS = ("decode", "exact", "near", "gate + margin", "semantic", "insert exact",
 PART_OF = {"exact_dedup": "exact", "near_dedup": "near", "quality_gate": "gate + margin",
            "semantic_dedup": "semantic", "pair_margin": "gate + margin"}
 INSERT_OF = {"exact_dedup": "insert exact", "near_dedup": "insert near", "semantic_dedup": "insert semantic"}
-
-
-def rss_mib() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 @dataclass
