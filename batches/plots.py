@@ -76,10 +76,13 @@ def label(name: str, width: int = LABEL_WIDTH) -> str:
     return ("\n".join(lines) or name).replace("$", r"\$")  # a $ would start matplotlib's math mode
 
 
-def _groups(values: Sequence[float] | Mapping[str, Sequence[float]]) -> dict[str, list[float]]:
+def _groups(values: Sequence[float] | Mapping[str, Sequence[float]]) -> dict[str, Any]:
+    """``{group: float64 array}`` of the non-empty groups (an ``array('d')`` is not copied)."""
+    import numpy as np
+
     if isinstance(values, Mapping):
-        return {g: [float(v) for v in vs] for g, vs in values.items() if len(vs)}
-    return {"": [float(v) for v in values]}
+        return {g: np.asarray(vs, dtype=np.float64) for g, vs in values.items() if len(vs)}
+    return {"": np.asarray(values, dtype=np.float64)} if len(values) else {}
 
 
 def hist_grid(series: Mapping[str, Sequence[float] | Mapping[str, Sequence[float]]], title: str, xlabel: str,
@@ -98,9 +101,9 @@ def hist_grid(series: Mapping[str, Sequence[float] | Mapping[str, Sequence[float
         ax = fig.add_subplot(rows, cols, i + 1)
         groups = _groups(series[name])
         if log_x:
-            groups = {g: [max(1.0, v) for v in vs] for g, vs in groups.items()}
-        every = [v for vs in groups.values() for v in vs]
-        lo, hi = min(every), max(every)
+            groups = {g: np.maximum(vs, 1.0) for g, vs in groups.items()}
+        every = np.concatenate(list(groups.values()))
+        lo, hi = float(every.min()), float(every.max())
         if log_x and lo > 0 and hi / lo > 10:  # lengths span decades: log bins; a narrow range stays linear
             from matplotlib.ticker import NullFormatter
 
@@ -140,6 +143,10 @@ def stacked_bars(ax, rows: Mapping[str, Mapping[str, int]], groups: Sequence[str
     """One horizontal bar per row (e.g. a source), stacked by group (e.g. decision), the total at its end."""
     totals = {k: sum(v.values()) for k, v in rows.items()}
     items = [k for k, _ in top(totals) if k in rows]
+    if not items:
+        ax.text(0.5, 0.5, f"{title}: nothing", ha="center", va="center")
+        ax.set_axis_off()
+        return
     ys = list(range(len(items)))[::-1]
     left = [0] * len(items)
     for group in groups:

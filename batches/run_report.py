@@ -21,6 +21,8 @@ from typing import Any, Mapping
 from batches.plots import CSS, bars, figure, figure_html, hist_grid, require_matplotlib, stacked_bars, table, top
 
 DECISIONS = ("accepted", "rejected", "dead_letter")
+#: Sources shown in the reason x source table (the largest); summary.json has all of them.
+MAX_SOURCE_ROWS = 300
 KIND_NAMES = {"sft": "SFT examples", "preference": "preference pairs"}
 
 
@@ -59,11 +61,14 @@ def _reason_source_table(summary: Mapping[str, Any]) -> str:
         totals.update(counts)
     columns = [k for k, _ in sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))]
     rows = []
-    for source, decided in sorted(summary["by_source"].items(), key=lambda kv: (-sum(kv[1].values()), kv[0])):
+    ranked = sorted(summary["by_source"].items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
+    for source, decided in ranked[:MAX_SOURCE_ROWS]:
         counts = by_source.get(source, {})
         n = sum(decided.values())
         rows.append([source, n, _pct(decided.get("accepted", 0), n)] + [counts.get(c, "") for c in columns])
-    return table(rows, ["source", "inputs", "accepted", *columns], cls="reason-source")
+    more = (f"<p>{len(ranked) - MAX_SOURCE_ROWS:,} smaller sources more are in summary.json "
+            "(<code>reasons_by_source</code>).</p>") if len(ranked) > MAX_SOURCE_ROWS else ""
+    return table(rows, ["source", "inputs", "accepted", *columns], cls="reason-source") + more
 
 
 def _file_table(summary: Mapping[str, Any]) -> str:

@@ -128,12 +128,13 @@ class Summary:
         return [v for (k, dec, n), vs in self.values.items()
                 if n == name and kind in (None, k) and decision in (None, dec) for v in vs]
 
-    def report_series(self) -> dict[str, dict[str, dict[str, dict[str, list[float]]]]]:
-        """What the run report draws: ``{"scores"|"lengths": {kind: {name: {decision: values}}}}``."""
+    def report_series(self) -> dict[str, dict[str, dict[str, dict[str, array]]]]:
+        """What the run report draws: ``{"scores"|"lengths": {kind: {name: {decision: values}}}}``
+        (the values as kept, not copied: a run of millions of lines has millions of them)."""
         out: dict[str, dict] = {"scores": {}, "lengths": {}}
         for part, table in (("scores", self.values), ("lengths", self.lengths)):
             for (kind, decision, name), vs in sorted(table.items()):
-                out[part].setdefault(kind, {}).setdefault(name, {})[decision] = list(vs)
+                out[part].setdefault(kind, {}).setdefault(name, {})[decision] = vs
         return out
 
     def score_names(self) -> list[str]:
@@ -248,6 +249,9 @@ def check_inputs(inputs: Sequence[Path]) -> None:
             raise FileNotFoundError(f"input file not found: {path}")
         if path.is_dir():
             raise PathProblem(f"input {path} is a directory; give the JSONL files in it (e.g. {path}/*.jsonl)")
+        if not path.is_file():  # a pipe would be drained by the line count and the check, then read empty
+            raise PathProblem(f"input {path} is not a regular file (a pipe or a device cannot be read twice); "
+                              "write it to a file first")
         try:
             with open(path, "rb"):
                 pass
@@ -265,7 +269,23 @@ def _probe_writable(directory: Path, what: str) -> None:
         raise PathProblem(f"{what}: cannot write in {directory}: {exc.strerror or exc}") from exc
 
 
-def prepare_out_dir(out_dir: Path) -> None:
+def _not_an_input(outputs: Sequence[Path], inputs: Sequence[Path], flag: str) -> None:
+    """Raises PathProblem when an output would overwrite an input before it is read."""
+    def same(a: Path, b: Path) -> bool:
+        try:
+            return a.exists() and b.exists() and os.path.samefile(a, b)
+        except OSError:
+            return False
+
+    for out in outputs:
+        for path in inputs:
+            if same(Path(out), Path(path)):
+                also = f" (as {out})" if str(out) != str(path) else ""
+                raise PathProblem(f"{flag} would overwrite the input {path}{also} before reading it; write the "
+                                  "outputs somewhere else")
+
+
+def prepare_out_dir(out_dir: Path, inputs: Sequence[Path] = ()) -> None:
     """``--out DIR`` of ``sieve curate``: a directory (created) Sieve can write in.
 
     Raises:
@@ -276,12 +296,14 @@ def prepare_out_dir(out_dir: Path) -> None:
         raise PathProblem(f"--out {out_dir} is a file, not a directory: give a directory (it is created, and "
                           f"{', '.join(OUTPUT_FILES.values())} and summary.json are written in it)")
     _probe_writable(out_dir, f"--out {out_dir}")
-    for name in (*OUTPUT_FILES.values(), "summary.json"):
+    names = (*OUTPUT_FILES.values(), "summary.json", "report.html")
+    for name in names:
         if (out_dir / name).is_dir():
             raise PathProblem(f"--out {out_dir}: {out_dir / name} is a directory; move it away")
+    _not_an_input([out_dir / name for name in names], inputs, f"--out {out_dir}")
 
 
-def prepare_out_file(out: Path) -> None:
+def prepare_out_file(out: Path, inputs: Sequence[Path] = ()) -> None:
     """``--out FILE`` of ``sieve score``: a file (replaced) in a directory Sieve can write in.
 
     Raises:
@@ -291,6 +313,7 @@ def prepare_out_file(out: Path) -> None:
     if out.is_dir():
         raise PathProblem(f"--out {out} is a directory: give a file name (e.g. {out / 'scored.jsonl'})")
     _probe_writable(out.parent, f"--out {out}")
+    _not_an_input([out, out.with_name(out.name + ".summary.json")], inputs, f"--out {out}")
 
 
 def count_records(paths: Sequence[Path], limit: int | None = None) -> int:
@@ -343,7 +366,7 @@ def curate(pipeline: Pipeline, inputs: Sequence[Path], out_dir: Path, *, batch_s
         summary: where counts and score values go (the caller keeps it for a report).
     """
     check_inputs(inputs)
-    prepare_out_dir(out_dir)
+    prepare_out_dir(out_dir, inputs)
     summary = summary if summary is not None else Summary()
     t0 = time.perf_counter()
     handles = {k: open(out_dir / name, "wb") for k, name in OUTPUT_FILES.items()}
@@ -362,7 +385,7 @@ def annotate(pipeline: Pipeline, inputs: Sequence[Path], out: Path, *, batch_siz
     """``sieve score``: every envelope into one file ``out``, in input order, and the summary
     beside it (``OUT.summary.json``); returns the summary and its path. Give it a score-mode pipeline."""
     check_inputs(inputs)
-    prepare_out_file(out)
+    prepare_out_file(out, inputs)
     summary = summary if summary is not None else Summary()
     t0 = time.perf_counter()
     with open(out, "wb") as fh:

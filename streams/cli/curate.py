@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_run_args(args)
     check_inputs(args.inputs)  # before any model loads: a typo costs a second, not a model load
-    prepare_out_dir(args.out)
+    prepare_out_dir(args.out, args.inputs)
     if args.batches is not None and args.batches.exists() and not args.batches.is_dir():
         raise ValueError(f"--batches {args.batches} is a file, not a directory")
     settings = load_settings(args.config)

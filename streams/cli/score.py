@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_run_args(args)
     check_inputs(args.inputs)  # before any model loads
-    prepare_out_file(args.out)
+    prepare_out_file(args.out, args.inputs)
     settings = load_settings(args.config)
     pipeline = build_pipeline(settings.pipeline, score_mode=True)
     with progress_bar(args, "score") as bar:

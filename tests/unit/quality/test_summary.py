@@ -148,6 +148,17 @@ def test_paths_are_checked_with_messages_that_say_what_to_do(tmp_path):
         prepare_out_dir(unwritable(tmp_path) / "out")
     prepare_out_dir(tmp_path / "new" / "out")  # created, and nothing left in it
     assert list((tmp_path / "new" / "out").iterdir()) == []
+    # an output that is an input would be emptied before it is read: re-curating last run's accepted.jsonl
+    (tmp_path / "new" / "out" / "accepted.jsonl").write_text("{}\n")
+    with pytest.raises(PathProblem, match="would overwrite the input"):
+        prepare_out_dir(tmp_path / "new" / "out", [afile, tmp_path / "new" / "out" / "accepted.jsonl"])
+    with pytest.raises(PathProblem, match="would overwrite the input"):
+        prepare_out_file(afile, [afile])
+    # a pipe would be drained by the line count before the run reads it
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(PathProblem, match="not a regular file"):
+        check_inputs([fifo])
 
 
 def unwritable(tmp_path: Path) -> Path:
@@ -174,5 +185,5 @@ def test_summary_series_keep_kinds_and_decisions_apart():
     s.add(Decision("p", "rejected", ["pair_low_margin"], {"quality": 0.9}, {"file": "f", "line": 2}, example=pair))
     assert s.series("quality", "sft") == [0.5] and s.series("quality", "preference", "rejected") == [0.9]
     series = s.report_series()
-    assert series["scores"]["sft"]["quality"] == {"accepted": [0.5]}
-    assert series["lengths"]["preference"]["response_chars"] == {"rejected": [4.0]}
+    assert {k: list(v) for k, v in series["scores"]["sft"]["quality"].items()} == {"accepted": [0.5]}
+    assert {k: list(v) for k, v in series["lengths"]["preference"]["response_chars"].items()} == {"rejected": [4.0]}
