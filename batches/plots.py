@@ -22,6 +22,7 @@ MAX_BARS = 15
 COLOURS = {"accepted": "#228833", "rejected": "#ee6677", "dead_letter": "#bbbbbb", "": "#4477aa",
            "sft": "#4477aa", "preference": "#aa3377"}
 LABEL_WIDTH = 34
+MAX_LABEL_LINES = 5  # past that a name keeps its first lines and its last (tables have it whole)
 
 
 def require_matplotlib(what: str = "reports") -> None:
@@ -73,6 +74,8 @@ def label(name: str, width: int = LABEL_WIDTH) -> str:
         line += token
     if line:
         lines.append(line)
+    if len(lines) > MAX_LABEL_LINES:  # an absurdly long name: its start and its end, which tell names apart
+        lines = lines[:MAX_LABEL_LINES - 2] + ["...", lines[-1]]
     return ("\n".join(lines) or name).replace("$", r"\$")  # a $ would start matplotlib's math mode
 
 

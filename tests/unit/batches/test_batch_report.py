@@ -152,3 +152,16 @@ def test_pii_redactions_are_counts_not_histograms(tmp_path):
     assert "<td>pii_email (counted)</td><td>3 in 2 example(s)</td>" in text
     page = _parse(text)
     assert page.figures == list(PLOTS)
+
+
+def test_bar_labels_keep_names_whole_and_apart():
+    from batches.plots import MAX_LABEL_LINES, label
+
+    a = "example-org/a-dataset-with-a-rather-long-name:train/shard-0001.jsonl"
+    b = a.replace("0001", "0002")
+    assert label(a).replace("\n", "") == a and label(a) != label(b)  # wrapped, never cut
+    assert all(len(line) <= 34 for line in label(a).splitlines())
+    huge = "org/" * 100 + "tail-0001"
+    lines = label(huge).splitlines()
+    assert len(lines) == MAX_LABEL_LINES and lines[-1].endswith("tail-0001") and lines[0].startswith("org/")
+    assert label("cost $5 to $9") == r"cost \$5 to \$9"  # not matplotlib math
