@@ -259,7 +259,14 @@ def check_inputs(inputs: Sequence[Path]) -> None:
             raise PathProblem(f"cannot read input {path}: {exc.strerror or exc}") from exc
 
 
-def _probe_writable(directory: Path, what: str) -> None:
+def check_writable_dir(directory: Path, what: str) -> None:
+    """``directory`` exists (created if missing) and a file can be written in it.
+
+    Raises:
+        PathProblem: it is a file, or cannot be created or written; ``what`` names it (e.g. ``--out DIR``).
+    """
+    if directory.exists() and not directory.is_dir():
+        raise PathProblem(f"{what}: {directory} is a file, not a directory")
     try:
         directory.mkdir(parents=True, exist_ok=True)
         probe = directory / f".sieve-write-test-{os.getpid()}"
@@ -295,7 +302,7 @@ def prepare_out_dir(out_dir: Path, inputs: Sequence[Path] = ()) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise PathProblem(f"--out {out_dir} is a file, not a directory: give a directory (it is created, and "
                           f"{', '.join(OUTPUT_FILES.values())} and summary.json are written in it)")
-    _probe_writable(out_dir, f"--out {out_dir}")
+    check_writable_dir(out_dir, f"--out {out_dir}")
     names = (*OUTPUT_FILES.values(), "summary.json", "report.html")
     for name in names:
         if (out_dir / name).is_dir():
@@ -312,7 +319,7 @@ def prepare_out_file(out: Path, inputs: Sequence[Path] = ()) -> None:
     out = Path(out)
     if out.is_dir():
         raise PathProblem(f"--out {out} is a directory: give a file name (e.g. {out / 'scored.jsonl'})")
-    _probe_writable(out.parent, f"--out {out}")
+    check_writable_dir(out.parent, f"--out {out}")
     _not_an_input([out, out.with_name(out.name + ".summary.json")], inputs, f"--out {out}")
 
 

@@ -92,15 +92,15 @@ def progress_bar(args: argparse.Namespace, desc: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from quality.filemode import Summary, check_inputs, curate, prepare_out_dir
+    from quality.filemode import Summary, check_inputs, check_writable_dir, curate, prepare_out_dir
     from streams.assemble import build_pipeline
     from streams.config import load_settings
 
     check_run_args(args)
     check_inputs(args.inputs)  # before any model loads: a typo costs a second, not a model load
     prepare_out_dir(args.out, args.inputs)
-    if args.batches is not None and args.batches.exists() and not args.batches.is_dir():
-        raise ValueError(f"--batches {args.batches} is a file, not a directory")
+    if args.batches is not None:
+        check_writable_dir(args.batches, f"--batches {args.batches}")
     settings = load_settings(args.config)
     pipeline_settings = settings.pipeline
     if args.benchmarks:

@@ -34,8 +34,9 @@ Calibrate on the distributions by kind printed at the end (also in FILE.summary.
 scores_by_kind): pick scoring.quality_threshold from scores_by_kind.sft.quality
 (preference pairs are not gated on quality unless scoring.apply_quality_to_pairs),
 scoring.min_margin from scores_by_kind.preference.reward_margin, and the dedup
-thresholds from near_jaccard and semantic_similarity. Exit status: 0, or 2 with a
-one-line message for usage and I/O problems, checked before any model loads.
+thresholds from near_jaccard and semantic_similarity. Exit status: 0; 2 with a one-line
+message for usage and I/O problems, checked before any model loads; 3 when a stage is
+broken (it fails on every example of a batch and on a known-good canary).
 """
 
 

@@ -161,9 +161,12 @@ def test_usage_and_io_errors_exit_2_in_one_line_before_any_model_loads(tmp_path,
         (("curate", str(mit_sample), "--out", str(tmp_path / "o"), "--batch-size", "0"), "--batch-size must be > 0"),
         (("curate", str(mit_sample), "--out", str(tmp_path / "o"), "--benchmarks", str(tmp_path / "nope")),
          "--benchmarks"),
+        (("curate", str(mit_sample), "--out", str(tmp_path / "o"), "--batches", str(afile)), "is a file"),
+        (("curate", str(mit_sample), "--out", str(tmp_path / "o"), "--batches", str(_unwritable(tmp_path))),
+         "--batches"),
         (("score", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "s.jsonl")), "input file not found"),
         (("score", str(mit_sample), "--out", str(tmp_path)), "is a directory: give a file name"),
-        (("score", str(mit_sample), "--out", str(afile / "s.jsonl")), "cannot write in"),
+        (("score", str(mit_sample), "--out", str(afile / "s.jsonl")), "afile is a file, not a directory"),
     ]
     for args, message in cases:
         done = sieve(*args, "--no-progress", env=env)
@@ -171,3 +174,7 @@ def test_usage_and_io_errors_exit_2_in_one_line_before_any_model_loads(tmp_path,
         assert done.returncode == 2, (args, done.stderr)
         assert len(err) == 1 and err[0].startswith(f"sieve {args[0]}: error: ") and message in err[0], (args, err)
         assert "no-model" not in err[0]
+    # an OSError naming a path, met anywhere in a command, is that one line too (sieve's main)
+    done = sieve("batches", "cut", "--dir", str(_unwritable(tmp_path)))
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("sieve batches: error: ") and "Traceback" not in done.stderr
