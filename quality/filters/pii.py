@@ -28,7 +28,7 @@ from quality.features import Features
 from quality.reasons import Reason
 from quality.records import Example, Message
 from quality.registry import register
-from quality.stage import KEEP, Stage, Verdict
+from quality.stage import KEEP, ScoreSpec, Stage, Verdict
 
 POLICIES = ("redact", "reject")
 
@@ -150,6 +150,9 @@ class PiiRedactor(Stage):
 
     name = "pii"
     reasons = frozenset({Reason.PII})
+    scores = {f"pii_{kind}": ScoreSpec(f"how many {kind.replace('_', ' ')} values were redacted (or, with "
+                                       "pii.policy = reject, found); absent when none", count=True)
+              for kind in KINDS}
 
     def __init__(self, *, policy: str = "redact", kinds: Sequence[str] = KINDS) -> None:
         super().__init__()
