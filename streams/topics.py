@@ -135,8 +135,8 @@ def ensure_topics(kafka: KafkaSettings, topics: list[str] | None = None) -> list
                                     wait_for_metadata=True)
             except TopicAlreadyExistsError:  # another worker created it between list and create
                 pass
-            log.info("created topics %s (%d partitions, replication %d)", missing, kafka.partitions,
-                     kafka.replication_factor)
+            log.info("created topics %s (%s partitions, replication %d)", missing,
+                     ", ".join(str(topic_spec(kafka, t)["num_partitions"]) for t in missing), kafka.replication_factor)
         return missing
     finally:
         admin.close()
