@@ -3,7 +3,8 @@
 The page embeds its plots as PNG data URIs (no other files, no scripts):
 score histograms, length histograms, source and category mix, rejection reasons
 over the batch's window (totals and, when the window spans several minutes, over
-time) and duplicate rates. It shows aggregates only, never example content.
+time) and duplicate rates; PII redactions and transcripts split into turns as counts in the
+summary table. It shows aggregates only, never example content.
 matplotlib is imported when a report is drawn, never at import time, and only
 through its object-oriented API with the Agg renderer (no pyplot, no display).
 """
@@ -139,6 +140,14 @@ def _duplicates_plot(window: Mapping[str, Any], content_dups: int, examples: int
     return fig
 
 
+def _pii_line(pii: Mapping[str, Any] | None) -> str:
+    """PII findings redacted in the batch's examples, as counts by kind."""
+    if not pii or not pii.get("by_kind"):
+        return "none"
+    kinds = ", ".join(f"{k}: {n}" for k, n in pii["by_kind"].items())
+    return f"{kinds} (in {pii['examples']} example{'s' if pii['examples'] != 1 else ''})"
+
+
 def _table(rows: Sequence[Sequence[Any]], header: Sequence[str] | None = None) -> str:
     esc = lambda v: html.escape("" if v is None else str(v))  # noqa: E731
     out = ["<table>"]
@@ -188,6 +197,10 @@ def render_report(manifest: Mapping[str, Any], series: Mapping[str, Mapping[str,
                                f"(validation ratio {manifest['split']['validation_ratio']})"),
         ("by kind", ", ".join(f"{k}: {v['train']} + {v['validation']}" for k, v in counts["by_kind"].items())),
         ("refusal share", f"{100 * refusals['share']:.2f}% ({refusals['count']})"),
+        ("PII redacted", _pii_line(manifest["stats"].get("pii_redactions"))),
+        ("transcripts split into turns", ", ".join(f"{k}: {n}" for k, n in
+                                                   (manifest["stats"].get("transcripts_converted") or {}).items())
+         or "none"),
         ("window", f"{window['start']} to {window['end']}; decisions {window['decisions']}"),
         ("sieve version", manifest["versions"]["sieve"]),
     ])

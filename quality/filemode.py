@@ -9,7 +9,8 @@ score-mode pipeline) into one file in input order. Both write a summary that cou
 decisions by reason and source, with score distributions and timings.
 ``summary.json`` has ``reasons`` (the deciding reason of each decision) and
 ``reasons_carried`` (every reason an envelope carries: the deciding one first, then e.g.
-``contaminated``).
+``contaminated``), and ``pii_redactions`` (PII findings redacted, by kind, in every output:
+examples and dead letters).
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class Summary:
     by_source: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     scores: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     other: Counter = field(default_factory=Counter)
+    pii_redactions: Counter = field(default_factory=Counter)  # findings redacted, by kind, dead letters included
 
     def add(self, d: Decision) -> None:
         self.decisions[d.decision] += 1
@@ -88,6 +90,8 @@ class Summary:
         self.by_source[source][d.decision] += 1
         for name, value in d.scores.items():
             self.scores[name].append(float(value))
+            if name.startswith("pii_"):
+                self.pii_redactions[name[4:]] += int(value)
 
     def to_dict(self, pipeline: Pipeline, seconds: float) -> dict[str, Any]:
         total = sum(self.decisions.values())
@@ -98,6 +102,7 @@ class Summary:
             "reasons_carried": dict(sorted(self.reasons_carried.items())),
             "by_source": {k: dict(v) for k, v in sorted(self.by_source.items())},
             "scores": {k: distribution(v) for k, v in sorted(self.scores.items())},
+            "pii_redactions": dict(sorted(self.pii_redactions.items())),
             "stages": pipeline.stats(),
             "seconds": round(seconds, 3),
             "examples_per_s": round(total / seconds, 1) if seconds > 0 else None,

@@ -117,8 +117,9 @@ class TurnOrderCheck(Stage):
         self.policy = policy
 
     def check(self, ex: Example) -> Verdict:
-        if ex.unconverted:
-            field, why = next(iter(sorted(ex.unconverted.items())))
+        unconverted = {k: v for k, v in ex.unconverted.items() if k != "rejected_prompt"}
+        if unconverted:
+            field, why = next(iter(sorted(unconverted.items())))
             return Verdict(Reason.BAD_TURN_ORDER, detail=f"{field}: {why}")
         merges: list[str] = []
         fixed = self._repaired(ex, merges) if self.policy == "repair" else ex
@@ -137,24 +138,18 @@ class TurnOrderCheck(Stage):
             out = {"messages": _merged(ex.messages, merges, "prompt"),
                    "chosen": _merged(ex.chosen, merges, "chosen side"),
                    "rejected": _merged(ex.rejected, merges, "rejected side")}
-            if ex.rejected_prompt is not None:
-                out["rejected_prompt"] = _merged(ex.rejected_prompt, merges, "rejected prompt")
         return dataclasses.replace(ex, **out) if merges else ex
 
     @staticmethod
     def _fault(ex: Example) -> str | None:
         if ex.kind == "sft":
             return order_fault(ex.messages, ends_with="assistant")
-        prompts = [("prompt", ex.messages)]
-        if ex.rejected_prompt is not None:
-            prompts.append(("rejected prompt", ex.rejected_prompt))
-        for where, prompt in prompts:
-            fault = order_fault(prompt, ends_with="user")
-            if fault is not None:
-                return f"{where}: {fault}"
-        for where, prompt, side in (("chosen", ex.messages, ex.chosen),
-                                    ("rejected", ex.rejected_prompt or ex.messages, ex.rejected)):
-            fault = order_fault(prompt + side, ends_with="assistant")
+        # a rejected_prompt exists only where it differs from the prompt: pair_structure rejects that pair
+        fault = order_fault(ex.messages, ends_with="user")
+        if fault is not None:
+            return f"prompt: {fault}"
+        for where, side in (("chosen", ex.chosen), ("rejected", ex.rejected)):
+            fault = order_fault(ex.messages + side, ends_with="assistant")
             if fault is not None:
                 return f"prompt + {where}: {fault}"
         return None
