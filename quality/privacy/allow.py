@@ -18,7 +18,10 @@ tutorial protects nobody and teaches a model to write placeholders. Left alone b
   ``example.org`` and their subdomains, and any domain under ``.test``, ``.example``, ``.invalid``
   or ``.localhost``.
 * **Phone numbers** in ranges set aside for fiction: NANP 555-0100 to 555-0199 in any area code,
-  and Ofcom's drama ranges (``020 7946 0xxx``, ``07700 900xxx``, ``01632 960xxx``...).
+  and Ofcom's drama ranges (``020 7946 0xxx``, ``07700 900xxx``, ``01632 960xxx``...); and NANP
+  toll-free numbers (800, 833, 844, 855, 866, 877, 888), which are organisations' service lines:
+  the dev data's are a suicide-prevention lifeline, poison control, the Trevor Project and
+  customer service, exactly what a helpful answer must keep.
 * **Card numbers** that payment processors publish for testing (Stripe's ``4242 4242 4242 4242``,
   ``4111 1111 1111 1111``...): they charge no one, and payment-integration tutorials need them.
 * **Secrets** that are documentation values: AWS's ``AKIAIOSFODNN7EXAMPLE`` and its example
@@ -72,6 +75,7 @@ TEST_CARDS = frozenset({
 #: AWS's documentation key pair (docs.aws.amazon.com): no account behind it.
 DOC_SECRETS = frozenset({"AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"})
 
+_NANP_TOLL_FREE = frozenset({"800", "833", "844", "855", "866", "877", "888"})
 #: Ofcom's numbers for drama (national format, 11 digits): these 8-digit prefixes plus any 3 digits.
 _UK_DRAMA_PREFIXES = ("01134960", "01144960", "01154960", "01164960", "01174960", "01184960", "01214960",
                       "01314960", "01414960", "01514960", "01614960", "01914980", "02079460", "02896496",
@@ -101,7 +105,7 @@ def reserved_phone(value: str) -> bool:
         return True
     if len(digits) == 11 and digits.startswith("1"):
         digits = digits[1:]
-    return len(digits) == 10 and digits[3:8] == "55501"
+    return len(digits) == 10 and (digits[3:8] == "55501" or digits[:3] in _NANP_TOLL_FREE)
 
 
 def reserved_card(value: str) -> bool:

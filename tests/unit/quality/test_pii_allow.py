@@ -39,6 +39,7 @@ PAIRS = [
     ("phone", "(212) 555-0123", "(212) 555-0234"),        # NANP fictional 555-0100..0199
     ("phone", "+1 415 555 0199", "+1 415 555 0200"),
     ("phone", "+44 20 7946 0958", "+44 20 7947 0958"),    # Ofcom drama range
+    ("phone", "(800) 273-8255", "(801) 273-8255"),        # toll-free: an organisation's line (a lifeline)
     ("phone", "+44 7700 900 123", "+44 7700 901 123"),
     ("credit_card", "4242 4242 4242 4242", "4556 8353 3740 6812"),  # Stripe's test card; a Luhn-valid other
     ("credit_card", "4111-1111-1111-1111", "4716-1089-9971-6531"),
