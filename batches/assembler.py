@@ -360,7 +360,7 @@ class BatchAssembler:
             "split": {"method": "blake2b-64(salt:id) / 2**64 < validation_ratio",
                       "validation_ratio": self.validation_ratio, "salt": self.split_salt},
             "files": files, "datasets": datasets, "load": load_snippet(datasets),
-            "stats": {"scores": stats["scores"], "lengths": stats["lengths"],
+            "stats": {"scores": stats["scores"], "score_counts": stats["score_counts"], "lengths": stats["lengths"],
                       "content_duplicates_in_batch": stats["content_duplicates_in_batch"],
                       "pii_redactions": stats["pii_redactions"],
                       "transcripts_converted": stats["transcripts_converted"]},

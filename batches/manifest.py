@@ -29,6 +29,7 @@ import orjson
 from quality.filemode import distribution
 from quality.filters.refusal import RefusalFilter
 from quality.records import Example, Message
+from quality.registry import counted_scores
 
 MANIFEST_SCHEMA = "sieve.batch.manifest/1"
 KINDS = ("sft", "preference")
@@ -226,11 +227,10 @@ def batch_statistics(envelopes: Sequence[Mapping[str, Any]], refusals: RefusalCo
         redacted = 0
         for name, value in (env.get("scores") or {}).items():
             if isinstance(value, numbers.Real) and not isinstance(value, bool):  # numpy scalars too
-                if name.startswith("pii_"):  # counts of redactions, not scores: no distribution
+                scores.setdefault(name, []).append(float(value))
+                if name.startswith("pii_"):  # also summed by kind, with the examples that had any
                     pii[name[4:]] += int(value)
                     redacted += int(value)
-                else:
-                    scores.setdefault(name, []).append(float(value))
         pii_examples += redacted > 0
         for convention in set((env.get("converted") or {}).values()):
             converted[str(convention)] += 1
@@ -242,8 +242,11 @@ def batch_statistics(envelopes: Sequence[Mapping[str, Any]], refusals: RefusalCo
         refused += refusals.is_refusal(env["id"], ex)
         content[hashlib.blake2b(orjson.dumps(ex, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()] += 1
     n = len(envelopes)
+    counted = counted_scores()
     stats = {
-        "scores": {k: distribution(v) for k, v in sorted(scores.items())},
+        "scores": {k: distribution(v) for k, v in sorted(scores.items()) if k not in counted},
+        "score_counts": {k: {"examples": sum(1 for x in v if x > 0), "total": round(sum(v), 6)}
+                         for k, v in sorted(scores.items()) if k in counted},
         "lengths": {k: distribution(v) for k, v in lengths.items()},
         "balance": {"kind": _shares(kinds, n), "source": _shares(sources, n), "category": _shares(categories, n)},
         "refusals": {"count": refused, "share": round(refused / n, 6) if n else 0.0,
@@ -254,7 +257,7 @@ def batch_statistics(envelopes: Sequence[Mapping[str, Any]], refusals: RefusalCo
         "transcripts_converted": dict(sorted(converted.items())),
         "pipeline_versions": _versions(envelopes),
     }
-    return stats, {"scores": scores, "lengths": lengths}
+    return stats, {"scores": {k: v for k, v in scores.items() if k not in counted}, "lengths": lengths}
 
 
 def datasets_section(files: Sequence[Mapping[str, Any]], locate) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from models.heads import Head, features, load_head
 from quality.records import Example
 from quality.registry import register
 from quality.scoring.gate import ScoringSettings
-from quality.stage import Stage, Verdict
+from quality.stage import ScoreSpec, Stage, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,18 @@ class ModelScoreStage(Stage):
     """
 
     name = "model_score"
-    provides = frozenset({"embedding", "quality", "reward_margin"})
+    provides = frozenset({"embedding", "quality", "reward_margin"})  # what a stage of this class can provide
+    scores = {
+        "quality": ScoreSpec("quality head, 0..1: the estimated chance the example is top-rated (pairs: the "
+                             "chosen side); below the threshold is low_quality (pairs only with "
+                             "scoring.apply_quality_to_pairs)"),
+        "reward": ScoreSpec("reward of the response (reward head or scoring.reward_model), unbounded; "
+                            "informative, nothing is decided on it", examples="sft"),
+        "reward_chosen": ScoreSpec("reward of the chosen side", examples="preference"),
+        "reward_rejected": ScoreSpec("reward of the rejected side", examples="preference"),
+        "reward_margin": ScoreSpec("reward_chosen - reward_rejected; below scoring.min_margin is pair_low_margin",
+                                   examples="preference"),
+    }
 
     def __init__(self, encoder: Encoder, *, quality_head: Head | None = None, reward_head: Head | None = None,
                  reward_model: Any = None) -> None:
@@ -92,6 +103,10 @@ class ModelScoreStage(Stage):
         self.quality_head = quality_head
         self.reward_head = reward_head
         self.reward_model = reward_model
+        # what THIS stage provides: without a reward head or model there is no margin to check
+        self.provides = frozenset({"embedding"} | ({"quality"} if quality_head is not None else set())
+                                  | ({"reward_margin"} if reward_head is not None or reward_model is not None
+                                     else set()))
 
     @classmethod
     def from_settings(cls, s: ScoringSettings) -> "ModelScoreStage":

@@ -22,7 +22,7 @@ import numpy as np
 
 from models.datasets import (cached_segments, group_of, labelled_examples, pair_segments, preference_pairs,
                              sft_segments, source_of)
-from models.heads import FEATURE_SET, Head, TrainConfig, features, train_quality_head, train_reward_head
+from models.heads import Head, TrainConfig, features, train_quality_head, train_reward_head
 from models.metrics import auroc, pairwise_accuracy, precision_at_rate
 from quality.scoring.gate import ScoringSettings
 
@@ -161,31 +161,70 @@ def train_reward(encoder, data: Sequence[str | Path], labels: str | Path | None 
     return head, metrics
 
 
-def write_card(folder: str | Path, heads: Sequence[Head], command: str = "") -> Path:
-    """Writes ``MODEL_CARD.md``: what each head is, the data files (with hashes), seeds and metrics."""
+def missing_heads(folder: str | Path, min_margin: float | None = -0.5, reward_model: str | None = None) -> list[str]:
+    """What a pipeline with ``scoring.head_dir = folder`` would lack, as warnings (empty: nothing).
+
+    Args:
+        min_margin, reward_model: the scoring settings the heads will run with; the
+            pair-margin check needs a reward head unless a reward model replaces it.
+    """
     folder = Path(folder)
-    lines = ["# Sieve default heads", "",
-             f"Small heads on frozen all-MiniLM-L6-v2 features (`models/heads.py`, feature set `{FEATURE_SET}`).",
-             "Weights are ours (Apache-2.0, like Sieve). The training data is not redistributed: it is the",
-             "development slice of `shared/data` (Alpaca/AlpaGasus: CC BY-NC 4.0; hh-rlhf: MIT; see",
-             "`shared/data/PROVENANCE.json`), listed below by file name, size and SHA-256 prefix.",
-             "Metrics are cross-validated on those rows (5 folds by prompt hash); `docs/eval_scoring.md` has",
-             "them with repeated fold seeds, next to simple baselines (output length) on the same rows.", ""]
+    out = []
+    if not (folder / "quality.json").is_file():
+        out.append(f"no quality head in {folder}: the model stage cannot load this folder (it needs quality.json); "
+                   "train one with --quality-data and --quality-labels")
+    if not (folder / "reward.json").is_file() and reward_model is None and min_margin is not None:
+        out.append(f"no reward head in {folder}: with scoring.head_dir = {folder}, preference pairs get no reward "
+                   f"scores and the pair-margin check (scoring.min_margin = {min_margin:g}) rejects nothing; train one "
+                   "with --pairs, set scoring.reward_model, or set scoring.min_margin = none to turn the check off "
+                   "knowingly")
+    return out
+
+
+def write_card(folder: str | Path, heads: Sequence[Head], command: str = "", warnings: Sequence[str] = (),
+               when: str | None = None) -> Path:
+    """Writes ``MODEL_CARD.md`` describing the run that trained ``heads``: when, how (the command,
+    the encoder, the feature set, the training settings), on what (each data file with its size
+    and SHA-256 prefix, the rows used), how well (cross-validated metrics), the quality head's
+    threshold, and what the folder lacks (``warnings``). Heads in the folder from another run
+    are named as such, not described as this run's."""
+    import datetime
+
+    folder = Path(folder)
+    when = when or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    trained = {h.name for h in heads}
+    encoders = sorted({json.dumps(h.meta.get("encoder", {}), sort_keys=True) for h in heads})
+    lines = ["# Scorer heads trained by `sieve train-scorer`", "",
+             f"Trained {when}: {', '.join(f'`{h.name}` ({h.kind})' for h in heads) or 'nothing'}, small heads on "
+             "frozen encoder features (`models/heads.py`). Point `scoring.head_dir` at this folder to use them.", "",
+             "- encoder: " + "; ".join(f"`{e}`" for e in encoders),
+             "- feature set: " + ", ".join(sorted({f"`{h.feature_set}`" for h in heads})),
+             f"- software: Python {platform.python_version()}, numpy {np.__version__}"]
     if command:
-        lines += ["Reproduce with:", "", "```", command, "```", ""]
+        lines += ["", "Reproduce with:", "", "```", command, "```"]
+    if warnings:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
+    lines.append("")
     for head in heads:
-        m = head.meta
+        m, metrics = head.meta, head.meta.get("metrics", {})
+        rows = metrics.get("rows", metrics.get("pairs"))
         lines += [f"## `{head.name}` ({head.kind}, {head.arch})", "",
                   f"- weights: `{head.name}.safetensors` (sha256 {m.get('sha256', '?')}), metadata `{head.name}.json`",
-                  f"- encoder: `{json.dumps(m.get('encoder', {}), sort_keys=True)}`",
-                  f"- training: `{json.dumps(m.get('train', {}), sort_keys=True)}`"]
+                  f"- trained on {rows} {'labelled examples' if head.kind == 'quality' else 'valid preference pairs'}"
+                  + (f" ({metrics.get('positives')} positive, label `{m.get('label')}`)" if head.kind == "quality"
+                     else "") + f"; {metrics.get('cv_folds')}-fold cross-validation by prompt hash",
+                  f"- training settings: `{json.dumps(m.get('train', {}), sort_keys=True)}`"]
         if head.kind == "quality":
-            lines.append(f"- label: `{m.get('label')}`; default threshold {m.get('default_threshold')} "
-                         f"(keeps {m.get('metrics', {}).get('keep_rate')} of the training rows)")
+            lines.append(f"- threshold: {m.get('default_threshold')} (the default of `scoring.quality_threshold` "
+                         f"with this head: it keeps {metrics.get('keep_rate')} of the training rows)")
         lines.append("- data:")
         lines += [f"  - `{d['file']}` ({d['bytes']} bytes, sha256 {d['sha256']})" for d in m.get("data", [])]
-        lines += ["- metrics:", "", "```json", json.dumps(m.get("metrics", {}), indent=2, sort_keys=True), "```", ""]
-    lines += [f"Trained with Python {platform.python_version()}, numpy {np.__version__}.", ""]
+        lines += ["- metrics:", "", "```json", json.dumps(metrics, indent=2, sort_keys=True), "```", ""]
+    others = sorted(p.stem for p in folder.glob("*.json") if p.stem not in trained and p.stem in ("quality", "reward"))
+    if others:
+        lines += ["## Not from this run", "",
+                  f"The folder also holds {', '.join(f'`{o}`' for o in others)} from an earlier run (see its "
+                  "`.json`): a pipeline on this folder uses it with the heads above.", ""]
     path = folder / "MODEL_CARD.md"
     path.write_text("\n".join(lines))
     return path

@@ -17,7 +17,7 @@ import logging
 from quality.config import PipelineSettings
 from quality.pipeline import Pipeline
 from quality.registry import REGISTRY, Registry
-from quality.stage import Stage
+from quality.stage import Stage, unmet_needs, unmet_needs_message
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +47,9 @@ def build_stages(settings, registry: Registry = REGISTRY) -> list[Stage]:
         stage = entry.build(section, stages)
         if stage is not None:
             stages.append(stage)
-    provided: set[str] = set()
-    for stage in stages:
-        missing = stage.needs - provided
-        if missing:
-            log.debug("stage %s needs %s, which no earlier stage provides: it passes those examples",
-                      stage.name, sorted(missing))
-        provided |= stage.provides
+    by_name = {s.name: s for s in stages}
+    for name, missing in unmet_needs(stages).items():
+        log.warning("%s", unmet_needs_message(by_name[name], missing))
     return stages
 
 

@@ -1,7 +1,7 @@
 """Decisions and their envelopes: the one output record of Sieve, built and encoded here.
 
 Both drivers write what :meth:`Decision.envelope` builds and :func:`encode_output`
-encodes: file mode (``quality/filemode.py``) without a size limit, the stream worker
+encodes: file mode (``quality/filemode/``) without a size limit, the stream worker
 with ``kafka.max_output_bytes``. A dead letter carries its raw payload and the error text,
 PII-redacted by default (:class:`~quality.privacy.DeadLetterPrivacy`: the decision's
 ``privacy``, which the pipeline sets from ``[pipeline.pii]``; a decision built without one

@@ -26,7 +26,8 @@ from quality.overrides import OverrideBook
 from quality.privacy import DEFAULT_DEAD_LETTERS, DeadLetterPrivacy
 from quality.reasons import Reason
 from quality.records import CONVENTIONS, DEFAULT_MAX_MESSAGE_BYTES, Example, ParseFailure, RawRecord, parse
-from quality.stage import Stage, StageBroken, StageStats, Verdict, run_isolated, stateful_stages
+from quality.stage import (ScoreSpec, Stage, StageBroken, StageStats, StatefulStage, Verdict, run_isolated,
+                           stateful_stages, unmet_needs)
 from quality.state import DedupWindow, example_time
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,11 @@ class Pipeline:
         max_message_bytes: the size limit of a raw payload.
         format: force an input format instead of detecting it per record.
         score_mode: run every stage on every parseable record and drop nothing
-            (``sieve score``); decisions still say what would have happened.
+            (``sieve score``). Each stateful stage (the dedup stages, the quality quota)
+            then judges one record at a time and keeps EVERY parseable record it saw,
+            not only accepted ones: a record's duplicate scores are against every earlier
+            record of the input, so they do not depend on how the input is cut into
+            batches; its reasons are every check it fails on its own.
         dedup_window_s: accepted examples older than this (by input time) stop counting
             (0 = never); see :class:`~quality.state.DedupWindow`.
         overrides: operators' force-accept / force-reject by id
@@ -72,6 +77,7 @@ class Pipeline:
         self.overrides = overrides if not score_mode else None
         self.transcripts = tuple(transcripts)
         self.dead_letters = dead_letters or DEFAULT_DEAD_LETTERS
+        self.unmet = unmet_needs(self.stages)  # stages that pass everything for want of a feature
         self.parse_stats = StageStats("parse")
         self.decisions = Counter()   # decision -> count
         self.reasons = Counter()     # (decision, reason) -> count
@@ -79,6 +85,14 @@ class Pipeline:
     def versions(self) -> dict[str, Any]:
         return {"pipeline": __version__, "transcripts": list(self.transcripts),
                 "stages": {s.name: s.version() for s in self.stages}}
+
+    def score_specs(self) -> dict[str, ScoreSpec]:
+        """Every score the stages of this pipeline may write, with what it means."""
+        return {name: spec for s in self.stages for name, spec in s.scores.items()}
+
+    def thresholds(self) -> dict[str, float]:
+        """The fixed cut on each score that has one (the reports draw them), e.g. ``{"quality": 0.035}``."""
+        return {name: float(t) for s in self.stages for name, t in s.score_thresholds().items()}
 
     def stats(self) -> dict[str, Any]:
         out = {"parse": self.parse_stats.to_dict()}
@@ -126,7 +140,7 @@ class Pipeline:
         stopped: dict[int, tuple[int, Example]] = {}  # index -> (stage that decided it, the example it saw)
         state = (decisions, scores, reasons, details, stopped)
         # the dedup window moves between runs of the batch, by the inputs' own times
-        runs = [(None, live)] if self.score_mode else self.window.runs(live, lambda item: example_time(item[1]))
+        runs = self.window.runs(live, lambda item: example_time(item[1]))
         for run_time, run in runs:
             if run_time is not None:
                 self.window.advance(run_time)
@@ -219,7 +233,10 @@ class Pipeline:
             stage = self.stages[stage_idx]
             if not live:
                 break
-            verdicts = self._run_stage(stage, live, decisions)
+            if self.score_mode and isinstance(stage, StatefulStage):
+                verdicts = self._run_one_by_one(stage, live, decisions)
+            else:
+                verdicts = self._run_stage(stage, live, decisions)
             survivors = []
             for (i, ex), v in zip(live, verdicts):
                 if v is None:  # the stage failed on this example: already dead-lettered
@@ -245,6 +262,25 @@ class Pipeline:
             kind: DecisionKind = "rejected" if reasons[i] else "accepted"
             decisions[i] = Decision(ex.id, kind, reasons[i], scores[i], ex.origin, example=ex, details=details[i])
         return recheck
+
+    def _run_one_by_one(self, stage: StatefulStage, live: list[tuple[int, Example]],
+                        decisions: list[Decision | None]) -> list[Verdict | None]:
+        """Score mode: each record judged against every record before it, then kept in the state.
+
+        As if the input came one record at a time, whatever the batch size; the features
+        the stage computes (signatures, hashes) are computed for the whole batch first.
+        """
+        try:
+            stage.annotate([ex for _, ex in live])
+        except Exception:  # noqa: BLE001 - the one-by-one calls below isolate the example that breaks it
+            log.debug("stage %s could not annotate a batch of %d at once", stage.name, len(live), exc_info=True)
+        out: list[Verdict | None] = []
+        for item in live:
+            (v,) = self._run_stage(stage, [item], decisions)
+            if v is not None:
+                stage.commit([item[1]])
+            out.append(v)
+        return out
 
     def _check_stopped(self, stopped: dict[int, tuple[int, Example]], state: tuple) -> None:
         """Runs the stages that check every example (``Stage.checks_rejected``, e.g. decontamination)

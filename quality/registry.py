@@ -10,7 +10,8 @@ From the registry come: the settings (``PipelineSettings`` in :mod:`quality.conf
 gets one field per ``section``, typed by its ``settings`` dataclass), the default
 stage order (by ``rank``, cheapest first), the pipeline (:mod:`quality.build`, from an
 ordered list of names that ``pipeline.stages`` can change), and the generated tables
-of docs/reasons.md, docs/configuration.md and the README.
+of docs/reasons.md, docs/scores.md, docs/configuration.md and the README, and the
+score table of ``sieve score --help``.
 
 :func:`discover` imports every module of :data:`STAGE_PACKAGES`, so a new module there
 registers itself: adding a filter is its module plus its reason codes in
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from quality.reasons import DEAD_LETTER_REASONS, DESCRIPTIONS, Reason
-from quality.stage import Stage
+from quality.stage import ScoreSpec, Stage
 
 #: The packages whose modules hold stages; :func:`discover` imports all of them.
 STAGE_PACKAGES = ("quality.filters", "quality.decont", "quality.dedup", "quality.scoring")
@@ -201,3 +202,46 @@ def stages_table(registry: Registry | None = None) -> str:
         rows.append(f"| `{e.name}` | {e.cls.phase} | {e.summary.replace('|', '/')} | {reasons} | {section} | "
                     f"`{e.module_path}` |")
     return "\n".join(rows) + "\n"
+
+
+def declared_scores(registry: Registry | None = None) -> dict[str, tuple[str, ScoreSpec]]:
+    """Score name -> (the stage that writes it, its :class:`~quality.stage.ScoreSpec`), in stage order.
+
+    Raises:
+        ValueError: two stages declare the same score name.
+    """
+    registry = registry or discover()
+    out: dict[str, tuple[str, ScoreSpec]] = {}
+    for e in registry.entries():
+        for name, spec in e.cls.scores.items():
+            if name in out:
+                raise ValueError(f"score {name!r} is declared by both {out[name][0]} and {e.name}")
+            out[name] = (e.name, spec)
+    return out
+
+
+def counted_scores(registry: Registry | None = None) -> frozenset[str]:
+    """Names of the scores that count things found (``ScoreSpec.count``): summed, not drawn as distributions."""
+    return frozenset(n for n, (_, spec) in declared_scores(registry).items() if spec.count)
+
+
+def scores_table(registry: Registry | None = None) -> str:
+    """The score table of docs/scores.md: every score name, the stage that writes it, which examples carry it."""
+    rows = ["| score | stage | examples | kind | meaning |", "|---|---|---|---|---|"]
+    for name, (stage, spec) in declared_scores(registry).items():
+        kind = "count" if spec.count else "score"
+        rows.append(f"| `{name}` | `{stage}` | {spec.examples} | {kind} | {spec.meaning.replace('|', '/')} |")
+    return "\n".join(rows) + "\n"
+
+
+def scores_text(registry: Registry | None = None, width: int = 88) -> str:
+    """The same table as plain text for ``--help``: one entry per score, wrapped to ``width``."""
+    import textwrap
+
+    lines = []
+    for name, (stage, spec) in declared_scores(registry).items():
+        carried = "" if spec.examples == "all" else f" [{spec.examples}]"
+        head = f"  {name:<20} "
+        body = f"{spec.meaning} ({stage}){carried}"
+        lines += textwrap.wrap(body, width, initial_indent=head, subsequent_indent=" " * len(head))
+    return "\n".join(lines)

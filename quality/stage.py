@@ -58,6 +58,22 @@ class Verdict:
 KEEP = Verdict()
 
 
+@dataclass(frozen=True, slots=True)
+class ScoreSpec:
+    """What one score a stage writes means: the line of the score table (``sieve score --help``, docs/scores.md).
+
+    Args:
+        meaning: one line: what the number says and its range.
+        examples: which examples carry it: ``all``, ``sft`` or ``preference``.
+        count: the score counts things found (e.g. PII redactions): summed in summaries and
+            reports, not drawn as a distribution.
+    """
+
+    meaning: str
+    examples: Literal["all", "sft", "preference"] = "all"
+    count: bool = False
+
+
 @dataclass(slots=True)
 class StageStats:
     """Counts and time of one stage; ``+`` merges stats of several workers."""
@@ -97,10 +113,15 @@ class Stage(ABC):
     ``phase``: ``score`` for stateless checks, ``decide`` for checks against state.
     ``needs`` / ``provides``: names of :class:`~quality.features.Features` the stage
     reads / writes (:data:`~quality.features.FEATURE_NAMES`).
+    ``scores``: every score name the stage may write, with its :class:`ScoreSpec`; like
+    ``reasons``, the base class refuses a score it did not declare, and the score table of
+    the docs is generated from these.
     """
 
     name: ClassVar[str]
     reasons: ClassVar[frozenset[Reason]] = frozenset()
+    scores: ClassVar[Mapping[str, ScoreSpec]] = {}
+    off_switch: ClassVar[str | None] = None  # the setting that turns it off: "semantic_dedup.enabled = false"
     phase: ClassVar[Phase] = "score"
     needs: ClassVar[frozenset[str]] = frozenset()
     provides: ClassVar[frozenset[str]] = frozenset()
@@ -130,6 +151,11 @@ class Stage(ABC):
         """Thresholds its scores were calibrated with (e.g. ``{"quality": 0.04}``); none by default."""
         return {}
 
+    def score_thresholds(self) -> Mapping[str, float]:
+        """The fixed cut this stage applies to each of its scores (e.g. ``{"near_jaccard": 0.8}``),
+        drawn as a line on the reports' histograms; a score judged by a moving quota has none."""
+        return {}
+
     def version(self) -> Mapping[str, Any]:
         """Settings that change decisions; they travel on every envelope."""
         return {}
@@ -143,6 +169,9 @@ class Stage(ABC):
         for v in verdicts:
             if v.reason is not None and v.reason not in self.reasons:
                 raise RuntimeError(f"stage {self.name!r} emitted undeclared reason {v.reason!r}")
+            if v.scores and not self.scores.keys() >= v.scores.keys():
+                raise RuntimeError(f"stage {self.name!r} wrote undeclared scores "
+                                   f"{sorted(set(v.scores) - set(self.scores))}; declare them in its `scores`")
         self.stats.record(verdicts, elapsed)
         return verdicts
 
@@ -215,6 +244,33 @@ def stateful_stages(stages: Sequence[Stage]) -> list[StatefulStage]:
     return [s for s in stages if isinstance(s, StatefulStage)]
 
 
+#: Where each feature a stage may need comes from, for the warning of :func:`unmet_needs`.
+FEATURE_SOURCES = {
+    "embedding": "the model stage (scoring.enabled, with the models extra installed)",
+    "quality": "the model stage with a quality head (scoring.head_dir)",
+    "reward_margin": "the model stage with a reward head (reward.json in scoring.head_dir) or scoring.reward_model",
+}
+
+
+def unmet_needs(stages: Sequence[Stage]) -> dict[str, list[str]]:
+    """Stage name -> the features it needs that no earlier stage provides (such a stage passes
+    every example it cannot judge: a check silently off unless someone says so)."""
+    provided: set[str] = set()
+    out: dict[str, list[str]] = {}
+    for stage in stages:
+        missing = sorted(stage.needs - provided)
+        if missing:
+            out[stage.name] = missing
+        provided |= stage.provides
+    return out
+
+
+def unmet_needs_message(stage: Stage, missing: Sequence[str]) -> str:
+    """The warning for one stage of :func:`unmet_needs`: what is off and how to turn it on (or off knowingly)."""
+    sources = "; ".join(f"{f} comes from {FEATURE_SOURCES.get(f, 'no configured stage')}" for f in missing)
+    off = f"set {stage.off_switch}" if stage.off_switch else "leave it out of pipeline.stages"
+    return (f"stage {stage.name} needs {', '.join(missing)}, which no earlier stage provides, so it passes every "
+            f"example unchecked ({sources}); provide it, or {off} to turn the check off knowingly")
 log = logging.getLogger(__name__)
 
 #: Known-good examples a working stage must get through, one per kind.

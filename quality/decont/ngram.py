@@ -44,7 +44,7 @@ from quality.privacy import STRICT
 from quality.reasons import Reason
 from quality.records import Example
 from quality.registry import register
-from quality.stage import Stage, Verdict
+from quality.stage import ScoreSpec, Stage, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +238,9 @@ class Decontaminator(Stage):
 
     name = "decontam"
     reasons = frozenset({Reason.CONTAMINATED})
+    scores = {"contamination": ScoreSpec(
+        "share of the closest benchmark item's word n-grams found in the prompt (and response, with "
+        "decontam.check_response), 0..1; >= decontam.threshold is contaminated")}
     checks_rejected = True
 
     def __init__(self, benchmark_paths: Sequence[str | Path] = (), *, threshold: float = 0.8, ngram: int = 8,
@@ -307,6 +310,9 @@ class Decontaminator(Stage):
             reason = Reason.CONTAMINATED if item >= 0 and score >= self.threshold else None
             out.append(Verdict(reason, scores, detail=detail))
         return out
+
+    def score_thresholds(self) -> Mapping[str, float]:
+        return {"contamination": self.threshold}
 
     def version(self) -> Mapping[str, Any]:
         return {"threshold": self.threshold, "ngram": self.ngram, "short_item_tokens": self.short_item_tokens,

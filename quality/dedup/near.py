@@ -21,7 +21,7 @@ from quality.dedup.minhash import FIELDS, MAX_SIG, SIG_DTYPE, LSHIndex, MinHashe
 from quality.reasons import Reason
 from quality.records import Example
 from quality.registry import register
-from quality.stage import StatefulStage, Verdict
+from quality.stage import ScoreSpec, StatefulStage, Verdict
 from quality.state import example_time
 
 
@@ -63,6 +63,9 @@ class NearDedup(StatefulStage):
     name = "near_dedup"
     reasons = frozenset({Reason.DUPLICATE_NEAR})
     provides = frozenset({"minhash", "minhash_key"})
+    scores = {"near_jaccard": ScoreSpec(
+        "MinHash estimate of the word n-gram Jaccard similarity to the most similar earlier example "
+        "(accepted ones; in `sieve score`, every earlier record), 0..1; >= near_dedup.threshold is duplicate_near")}
 
     def __init__(self, *, threshold: float = 0.8, num_perm: int = 128, ngram: int = 2,
                  fields: Sequence[str] = ("prompt", "response"), bands: int = 0, rows: int = 0,
@@ -186,6 +189,9 @@ class NearDedup(StatefulStage):
             state: dict[str, Any] = {k: data[k] for k in data.files}
         state["ids"] = orjson.loads((directory / "ids.json").read_bytes())
         self.index = LSHIndex.from_state(state)
+
+    def score_thresholds(self) -> Mapping[str, float]:
+        return {"near_jaccard": self.threshold}
 
     def _index_settings(self) -> dict[str, Any]:
         v = dict(self.version())

@@ -32,7 +32,7 @@ from quality.dedup.tombstones import TombstoneRows
 from quality.reasons import Reason
 from quality.records import Example
 from quality.registry import register
-from quality.stage import StatefulStage, Verdict
+from quality.stage import ScoreSpec, StatefulStage, Verdict
 from quality.state import example_time
 
 log = logging.getLogger(__name__)
@@ -238,6 +238,10 @@ class SemanticDedup(StatefulStage):
     name = "semantic_dedup"
     reasons = frozenset({Reason.DUPLICATE_SEMANTIC})
     needs = frozenset({"embedding"})
+    off_switch = "semantic_dedup.enabled = false"
+    scores = {"semantic_similarity": ScoreSpec(
+        "cosine of the example's embedding to the most similar earlier example's (accepted ones; in `sieve "
+        "score`, every earlier record), -1..1; >= semantic_dedup.threshold is duplicate_semantic")}
 
     def __init__(self, *, threshold: float = 0.95, flat_max: int = 50_000, hnsw_m: int = 32, ef_search: int = 64,
                  ivf_min: int = 200_000, ivf_nlist: int = 4096, ivf_nprobe: int = 16,
@@ -337,6 +341,9 @@ class SemanticDedup(StatefulStage):
         self.index = None
         if dim:
             self._index(dim).load(directory)
+
+    def score_thresholds(self) -> Mapping[str, float]:
+        return {"semantic_similarity": self.threshold}
 
     def version(self) -> Mapping[str, Any]:
         return {"threshold": self.threshold, **self.index_settings}

@@ -26,7 +26,7 @@ import math
 from quality.reasons import Reason
 from quality.records import Example
 from quality.registry import register
-from quality.stage import KEEP, Stage, Verdict
+from quality.stage import KEEP, ScoreSpec, Stage, Verdict
 
 
 def _folded(text: str) -> str:
@@ -44,6 +44,8 @@ class PairStructureFilter(Stage):
 
     name = "pair_structure"
     reasons = frozenset({Reason.PAIR_EMPTY_SIDE, Reason.PAIR_IDENTICAL, Reason.PAIR_PROMPT_MISMATCH})
+    scores = {"length_bias": ScoreSpec("log((len(chosen) + 1) / (len(rejected) + 1)) in characters: > 0 when the "
+                                       "chosen side is longer", examples="preference")}
 
     def check(self, ex: Example) -> Verdict:
         if ex.kind != "preference":

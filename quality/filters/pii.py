@@ -18,7 +18,7 @@ from quality.privacy import KINDS, POLICIES, RESERVED, Allowlist, PiiSettings, R
 from quality.reasons import Reason
 from quality.records import Example, Message
 from quality.registry import register
-from quality.stage import KEEP, Stage, Verdict
+from quality.stage import KEEP, ScoreSpec, Stage, Verdict
 
 __all__ = ["KINDS", "PiiRedactor", "PiiSettings"]
 
@@ -39,6 +39,9 @@ class PiiRedactor(Stage):
 
     name = "pii"
     reasons = frozenset({Reason.PII})
+    scores = {f"pii_{kind}": ScoreSpec(f"how many {kind.replace('_', ' ')} values were redacted (or, with "
+                                       "pii.policy = reject, found); absent when none", count=True)
+              for kind in KINDS}
 
     def __init__(self, *, policy: str = "redact", kinds: Sequence[str] = KINDS,
                  allow: Allowlist | None = RESERVED) -> None:

@@ -93,6 +93,7 @@ class QualityGate(StatefulStage):
     name = "quality_gate"
     reasons = frozenset({Reason.LOW_QUALITY})
     needs = frozenset({"quality"})
+    off_switch = "scoring.enabled = false"
     rebuilt_from = "decided"
 
     def __init__(self, policy: ThresholdPolicy | None = None, *, apply_quality_to_pairs: bool = False) -> None:
@@ -139,6 +140,11 @@ class QualityGate(StatefulStage):
 
     def size(self) -> int:
         return sum(len(q.state()) for q in self.policy.quotas().values())
+
+    def score_thresholds(self) -> Mapping[str, float]:
+        """The default fixed threshold on ``quality`` (per-source thresholds and quotas are not one line)."""
+        default = self.policy.default
+        return {"quality": float(default.value)} if isinstance(default, FixedThreshold) else {}
 
     def version(self) -> Mapping[str, Any]:
         return {"thresholds": self.policy.version(), "apply_quality_to_pairs": self.apply_quality_to_pairs}

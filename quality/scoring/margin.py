@@ -38,6 +38,7 @@ class PairMarginCheck(Stage):
     reasons = frozenset({Reason.PAIR_LOW_MARGIN})
     phase = "decide"
     needs = frozenset({"reward_margin"})
+    off_switch = "scoring.min_margin = none"
 
     def __init__(self, *, min_margin: float = -0.5) -> None:
         super().__init__()
@@ -52,6 +53,9 @@ class PairMarginCheck(Stage):
         if float(margin) < self.min_margin:
             return Verdict(Reason.PAIR_LOW_MARGIN, detail=f"margin {float(margin):.3f} < {self.min_margin}")
         return KEEP
+
+    def score_thresholds(self) -> Mapping[str, float]:
+        return {"reward_margin": self.min_margin}
 
     def version(self) -> Mapping[str, Any]:
         return {"min_margin": self.min_margin}

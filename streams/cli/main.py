@@ -84,6 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `sieve config | head`
         sys.stderr.close()
         return 0
+    except OSError as exc:
+        if exc.filename is None:  # not a path problem (a socket, a broker): a bug or an outage, with its traceback
+            raise
+        # a file or directory that cannot be read or written (permissions, a file where a directory
+        # is needed, a read-only disk): say which and exit 2, as for usage errors
+        where = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+        print(f"sieve {args.command}: error: {exc.strerror or type(exc).__name__}: {where}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

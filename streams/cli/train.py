@@ -11,7 +11,15 @@ from pathlib import Path
 HELP = """\
 Trains small heads on frozen encoder features (one encoder pass per example, cached)
 and writes them, with MODEL_CARD.md, to --out. Point scoring.head_dir at that folder
-to use them (SIEVE_PIPELINE__SCORING__HEAD_DIR=DIR).
+to use them (SIEVE_PIPELINE__SCORING__HEAD_DIR=DIR). The card describes this run: when,
+the command, encoder and feature set, each data file (size, SHA-256), rows, metrics
+and the quality threshold.
+
+A pipeline needs a quality head, and a reward head for the pair-margin check
+(scoring.min_margin, on by default) unless scoring.reward_model replaces it. When the
+folder will lack one the settings (--config, SIEVE_*) expect, train-scorer warns on
+stderr, in the card and in its JSON ("warnings"), and so does every pipeline built on
+the folder.
 
   quality head   --quality-data FILE... --quality-labels FILE [--label-key KEY]
                  a classifier of a boolean label column (matched on `id`), e.g. Alpaca
@@ -41,6 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-scorer", help="train the quality / reward heads on frozen embeddings",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the heads (created)")
+    p.add_argument("--config", type=Path, help="TOML settings the heads will run with (default: $SIEVE_CONFIG); "
+                                               "used to warn about a head they expect")
     p.add_argument("--quality-data", nargs="+", type=Path, default=[], metavar="FILE", help="labelled SFT JSONL")
     p.add_argument("--quality-labels", type=Path, metavar="FILE", help="JSONL label rows keyed by id")
     p.add_argument("--label-key", default="in_alpagasus_claude_t45", help="boolean label column (default: %(default)s)")
@@ -68,7 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from models.encoder import Encoder
     from models.heads import TrainConfig
-    from models.train import train_quality, train_reward, write_card
+    from models.train import missing_heads, train_quality, train_reward, write_card
+    from streams.config import load_settings
 
     if not args.quality_data and not args.pairs:
         raise ValueError("nothing to train: give --quality-data (with --quality-labels) and/or --pairs")
@@ -77,6 +88,13 @@ def run(args: argparse.Namespace) -> int:
     for path in [*args.quality_data, *args.pairs, *[p for p in (args.quality_labels, args.pair_labels) if p]]:
         if not path.is_file():
             raise FileNotFoundError(f"input file not found: {path}")
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a file, not a directory")
+    scoring = load_settings(args.config).pipeline.scoring
+    expected = [w for w in missing_heads(args.out, scoring.min_margin, scoring.reward_model)
+                if ("quality" in w and not args.quality_data) or ("reward" in w and not args.pairs)]
+    for warning in expected:  # before the long encoding, so a mistake costs nothing
+        print(f"sieve train-scorer: warning: {warning}", file=sys.stderr)
     encoder = Encoder(args.model, device=args.device, max_tokens=args.max_tokens, batch_size=args.batch_size,
                       progress=not args.no_progress)
     heads, report = [], {}
@@ -94,6 +112,10 @@ def run(args: argparse.Namespace) -> int:
         head.save(args.out, "reward")
         heads.append(head)
     command = "sieve " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else ""
-    write_card(args.out, heads, command)
-    print(json.dumps(report, indent=2))
+    warnings = missing_heads(args.out, scoring.min_margin, scoring.reward_model)
+    for warning in warnings:
+        if warning not in expected:
+            print(f"sieve train-scorer: warning: {warning}", file=sys.stderr)
+    write_card(args.out, heads, command, warnings)
+    print(json.dumps({**report, **({"warnings": warnings} if warnings else {})}, indent=2))
     return 0

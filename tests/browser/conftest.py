@@ -35,8 +35,14 @@ def chromium_path() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
+    """Headless chromium through Playwright, for one test module.
+
+    Module scope, not session: Playwright's sync API keeps an event loop running in the
+    main thread while it is open, and later tests that call ``asyncio.run`` (the codec
+    and stream tests) would fail with "cannot be called from a running event loop".
+    """
     path = chromium_path()
     if path is None:
         pytest.fail("chromium not found: install it (Debian: apt-get install chromium; `make test-setup` does as "

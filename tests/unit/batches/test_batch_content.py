@@ -50,7 +50,9 @@ def test_turn_statistics_and_pii_counts_of_a_batch_of_transcripts(tmp_path, chea
     assert manifest["stats"]["pii_redactions"] == {"examples": with_pii, "by_kind": {"email": emails}}
     assert not any(name.startswith("pii_") for name in manifest["stats"]["scores"])
     report = (Path(manifest["location"]["dir"]) / "report.html").read_text()
-    assert f"email: {emails} (in {with_pii} examples)" in report and f"anthropic: {len(converted)}" in report
+    assert manifest["stats"]["score_counts"]["pii_email"] == {"examples": with_pii, "total": emails}
+    assert f"pii_email (counted)</td><td>{emails} in {with_pii} example(s)" in report
+    assert f"transcripts split into turns</td><td>anthropic: {len(converted)}" in report
     shards = [Path(f["local_path"]) for f in manifest["files"] if f["format"] == "json"]
     rows = [json.loads(line) for shard in shards for line in shard.read_text().splitlines()]
     assert len(rows) == len(accepted) and "ann.lee" not in json.dumps(rows)

@@ -133,3 +133,35 @@ def test_missing_matplotlib_names_the_install_command(tmp_path, monkeypatch):
     with pytest.raises(ImportError, match=re.escape("pip install 'sieve[batches]'")):
         BatchAssembler(tmp_path / "b")
     BatchAssembler(tmp_path / "c", report=False).shutdown()  # reports off: no matplotlib needed
+
+
+def test_pii_redactions_are_counts_not_histograms(tmp_path):
+    """pii_* scores count redactions: the manifest sums them (examples with one, total) and the report
+    lists them as counts; only real scores get histograms."""
+    a = BatchAssembler(tmp_path / "b", max_examples=0, max_age_s=0)
+    ex = {"messages": [{"role": "user", "content": "Who?"}, {"role": "assistant", "content": "Write to [EMAIL]."}]}
+    a.feed([{"id": "x1", "decision": "accepted", "scores": {"quality": 0.2, "pii_email": 2.0}, "example": ex},
+            {"id": "x2", "decision": "accepted", "scores": {"quality": 0.4, "pii_email": 1.0, "pii_phone": 1.0},
+             "example": ex},
+            {"id": "x3", "decision": "accepted", "scores": {"quality": 0.6}, "example": ex}])
+    m = a.close("request")
+    assert m["stats"]["score_counts"] == {"pii_email": {"examples": 2, "total": 3.0},
+                                         "pii_phone": {"examples": 1, "total": 1.0}}
+    assert set(m["stats"]["scores"]) == {"quality"}
+    text = (Path(m["location"]["dir"]) / "report.html").read_text()
+    assert "<td>pii_email (counted)</td><td>3 in 2 example(s)</td>" in text
+    page = _parse(text)
+    assert page.figures == list(PLOTS)
+
+
+def test_bar_labels_keep_names_whole_and_apart():
+    from batches.plots import MAX_LABEL_LINES, label
+
+    a = "example-org/a-dataset-with-a-rather-long-name:train/shard-0001.jsonl"
+    b = a.replace("0001", "0002")
+    assert label(a).replace("\n", "") == a and label(a) != label(b)  # wrapped, never cut
+    assert all(len(line) <= 34 for line in label(a).splitlines())
+    huge = "org/" * 100 + "tail-0001"
+    lines = label(huge).splitlines()
+    assert len(lines) == MAX_LABEL_LINES and lines[-1].endswith("tail-0001") and lines[0].startswith("org/")
+    assert label("cost $5 to $9") == r"cost \$5 to \$9"  # not matplotlib math

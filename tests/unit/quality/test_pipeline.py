@@ -11,7 +11,7 @@ from quality.privacy import PiiSettings
 from quality.reasons import Reason
 from quality.records import RawRecord
 from quality.scoring.gate import ScoringSettings
-from quality.stage import KEEP, Stage
+from quality.stage import KEEP, ScoreSpec, Stage
 from streams.assemble import build_pipeline
 
 
@@ -146,6 +146,22 @@ class Liar(Stage):
 def test_undeclared_reasons_are_caught():
     with pytest.raises(RuntimeError, match="undeclared"):
         Liar()([object()])
+
+
+class Scorer(Stage):
+    """Declares one score and writes another."""
+
+    name = "scorer"
+    scores = {"shine": ScoreSpec("how shiny")}
+
+    def check(self, ex):
+        from quality.stage import Verdict
+        return Verdict(None, {"shine": 1.0, "glitter": 2.0})
+
+
+def test_undeclared_scores_are_caught():
+    with pytest.raises(RuntimeError, match=r"wrote undeclared scores \['glitter'\]; declare them"):
+        Scorer()([object()])
 
 
 def test_settings_validation():

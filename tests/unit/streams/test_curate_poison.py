@@ -38,6 +38,7 @@ def test_curate_on_poison_exits_0_with_a_summary_and_one_envelope_per_line(tmp_p
             assert (by_line[k]["decision"], by_line[k]["reasons"][0]) == expected, (name, by_line[k].get("error"))
     summary = orjson.loads((out / "summary.json").read_bytes())
     assert summary["total"] == len(non_blank) and summary["blank_lines_skipped"] == len(lines) - len(non_blank)
+    assert (out / "report.html").is_file()  # hostile sources and texts do not stop the run report either
     assert sum(summary["decisions"].values()) == len(non_blank)
     printed = orjson.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["total"] == len(non_blank)

@@ -39,7 +39,9 @@ def test_usage_errors_exit_2_and_say_what_to_do(out_dir, tmp_path, capsys, monke
     assert main(["review", str(out_dir), "--force-reject", rej, "--note", "x"]) == 2
     assert "force_reject overrules an accepted decision, but" in capsys.readouterr().err
     assert not (out_dir / "overrides.jsonl").exists()
-    assert main(["curate", "x.jsonl", "--out", str(out_dir), "--overrides", str(tmp_path / "none.jsonl")]) == 2
+    (tmp_path / "x.jsonl").write_text("")
+    assert main(["curate", str(tmp_path / "x.jsonl"), "--out", str(out_dir), "--overrides",
+                 str(tmp_path / "none.jsonl")]) == 2
     assert "--overrides" in capsys.readouterr().err
 
 
