@@ -64,22 +64,19 @@ def _phone_ok(m: re.Match) -> bool:
     return 8 <= sum(c.isdigit() for c in m.group(0)) <= 15
 
 
-def _after(chars: str, *, escape_letters: bool = False) -> str:
-    """A left boundary: not after one of ``chars``, or right after a backslash escape (``\\n``...).
+def _after(chars: str, *, escapes: bool, escape_letters: bool = False) -> str:
+    """A left boundary: not after one of ``chars``; with ``escapes``, also right after a backslash
+    escape (``\\n``...).
 
     ``escape_letters``: the pattern may start with a letter, so it must not start on the letter
     of an escape (``n`` of ``\\n``), and ``\\uXXXX`` counts as an escape too.
     """
+    if not escapes:
+        return rf"(?<![{chars}])"
     if escape_letters:
         return rf"(?:(?<=\\[nrtbfv])|(?<=\\u[0-9A-Fa-f]{{4}})|(?<![\\{chars}]))"
     return rf"(?:(?<=\\[nrtbfv])|(?<![{chars}]))"
 
-
-_B_WORD = _after("A-Za-z0-9_")
-_B_EMAIL = _after(r"\w.+-", escape_letters=True)
-_B_IPV4 = _after(r"\w.")
-_B_IPV6 = _after(r"\w:")
-_B_PHONE = _after(r"\w+")
 
 _SECRET_SHAPES = "|".join([
     r"AKIA[0-9A-Z]{16}",                                  # AWS access key id
@@ -93,31 +90,46 @@ _SECRET_SHAPES = "|".join([
     r"-----BEGIN [A-Z ]{0,32}PRIVATE KEY-----(?:(?!-----)[\s\S]){0,16384}-----END [A-Z ]{0,32}PRIVATE KEY-----",
 ])
 
-# (kind, placeholder, pattern, validator); order matters: earlier kinds claim text first
-DETECTORS: list[tuple[str, str, re.Pattern, Any]] = [
-    ("secret", "[SECRET]", re.compile(rf"{_B_WORD}(?:{_SECRET_SHAPES})"), None),
-    # a key name inside an identifier counts: aws_secret_access_key = ... Every repetition before the value
-    # is bounded: with an unbounded identifier scan, a long run like "a-a-a-..." took quadratic time
-    # (8,000 characters: 3 s; a 1 MiB payload: hours, a stalled worker)
-    ("secret", "[SECRET]", re.compile(
-        r"(?i)(?:api[_-]?key|secret|access[_-]?token|auth[_-]?token|password|passwd)"
-        r"[A-Za-z0-9_-]{0,64}[\"']?\s{0,3}[:=]\s{0,3}[\"']?"
-        r"(?P<value>(?=[A-Za-z0-9_\-+/=]{0,256}\d)(?=[A-Za-z0-9_\-+/=]{0,256}[A-Za-z])[A-Za-z0-9_\-+/=]{16,})"), None),
-    ("email", "[EMAIL]", re.compile(
-        rf"{_B_EMAIL}[A-Za-z0-9][A-Za-z0-9._%+-]{{0,63}}@"
-        r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])"), None),
-    ("credit_card", "[CREDIT_CARD]",
-     re.compile(r"(?<![\d-])(?<!\d[.,])\d(?:[ -]?\d){12,18}(?![\d-])(?![.,]\d)"), _card_ok),
-    ("ip_address", "[IP_ADDRESS]",
-     re.compile(rf"{_B_IPV4}(?:\d{{1,3}}\.){{3}}\d{{1,3}}(?![\w.]*\d)"), _ipv4_ok),
-    ("ip_address", "[IP_ADDRESS]", re.compile(
-        rf"{_B_IPV6}(?:[0-9A-Fa-f]{{1,4}}:){{7}}[0-9A-Fa-f]{{1,4}}(?![\w:])"
-        rf"|{_B_IPV6}(?:[0-9A-Fa-f]{{1,4}}:){{1,6}}:(?:[0-9A-Fa-f]{{1,4}}:){{0,5}}[0-9A-Fa-f]{{1,4}}(?![\w:])"),
-     None),
-    ("phone", "[PHONE]", re.compile(
-        rf"{_B_PHONE}(?:\+\d{{1,3}}[\s.-]?)?(?:\(\d{{2,4}}\)\s?|\d{{3}}[\s.-])\d{{3}}[\s.-]\d{{4}}(?![\w-])"
-        rf"|{_B_PHONE}\+\d{{1,3}}(?:[\s.-]\(?\d{{1,4}}\)?){{2,5}}(?![\w-])"), _phone_ok),
-]
+
+def _detectors(escapes: bool) -> list[tuple[str, str, re.Pattern, Any]]:
+    """(kind, placeholder, pattern, validator); order matters: earlier kinds claim text first.
+
+    ``escapes``: the left boundaries also accept a backslash escape. The escape-aware patterns
+    cost about twice as much (the engine cannot skip ahead to a first character), so they run
+    only on text that holds a backslash; on any other text both sets find the same.
+    """
+    word, email = _after("A-Za-z0-9_", escapes=escapes), _after(r"\w.+-", escapes=escapes, escape_letters=True)
+    ipv4, ipv6, phone = (_after(c, escapes=escapes) for c in (r"\w.", r"\w:", r"\w+"))
+    return [
+        ("secret", "[SECRET]", re.compile(rf"{word}(?:{_SECRET_SHAPES})"), None),
+        # a key name inside an identifier counts: aws_secret_access_key = ... Every repetition before the value
+        # is bounded: with an unbounded identifier scan, a long run like "a-a-a-..." took quadratic time
+        # (8,000 characters: 3 s; a 1 MiB payload: hours, a stalled worker)
+        ("secret", "[SECRET]", re.compile(
+            r"(?i)(?:api[_-]?key|secret|access[_-]?token|auth[_-]?token|password|passwd)"
+            r"[A-Za-z0-9_-]{0,64}[\"']?\s{0,3}[:=]\s{0,3}[\"']?"
+            r"(?P<value>(?=[A-Za-z0-9_\-+/=]{0,256}\d)(?=[A-Za-z0-9_\-+/=]{0,256}[A-Za-z])[A-Za-z0-9_\-+/=]{16,})"),
+         None),
+        ("email", "[EMAIL]", re.compile(
+            rf"{email}[A-Za-z0-9][A-Za-z0-9._%+-]{{0,63}}@"
+            r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])"), None),
+        ("credit_card", "[CREDIT_CARD]",
+         re.compile(r"(?<![\d-])(?<!\d[.,])\d(?:[ -]?\d){12,18}(?![\d-])(?![.,]\d)"), _card_ok),
+        ("ip_address", "[IP_ADDRESS]",
+         re.compile(rf"{ipv4}(?:\d{{1,3}}\.){{3}}\d{{1,3}}(?![\w.]*\d)"), _ipv4_ok),
+        ("ip_address", "[IP_ADDRESS]", re.compile(
+            rf"{ipv6}(?:[0-9A-Fa-f]{{1,4}}:){{7}}[0-9A-Fa-f]{{1,4}}(?![\w:])"
+            rf"|{ipv6}(?:[0-9A-Fa-f]{{1,4}}:){{1,6}}:(?:[0-9A-Fa-f]{{1,4}}:){{0,5}}[0-9A-Fa-f]{{1,4}}(?![\w:])"),
+         None),
+        ("phone", "[PHONE]", re.compile(
+            rf"{phone}(?:\+\d{{1,3}}[\s.-]?)?(?:\(\d{{2,4}}\)\s?|\d{{3}}[\s.-])\d{{3}}[\s.-]\d{{4}}(?![\w-])"
+            rf"|{phone}\+\d{{1,3}}(?:[\s.-]\(?\d{{1,4}}\)?){{2,5}}(?![\w-])"), _phone_ok),
+    ]
+
+
+DETECTORS = _detectors(escapes=False)
+#: The same detectors, whose left boundaries also accept a backslash escape: for text with a backslash.
+ESCAPE_AWARE_DETECTORS = _detectors(escapes=True)
 
 
 class Redactor:
@@ -139,6 +151,7 @@ class Redactor:
         self.kinds = tuple(kinds)
         self.allow = allow
         self._detectors = [d for d in DETECTORS if d[0] in self.kinds]
+        self._escape_aware = [d for d in ESCAPE_AWARE_DETECTORS if d[0] in self.kinds]
 
     def redact(self, text: str) -> tuple[str, dict[str, int], dict[str, int]]:
         """``text`` with each finding replaced; counts of redacted and of allowed (kept) findings by kind."""
@@ -146,7 +159,7 @@ class Redactor:
         kept: dict[str, int] = {}
         if not text:
             return text, counts, kept
-        for kind, placeholder, pattern, valid in self._detectors:
+        for kind, placeholder, pattern, valid in self._escape_aware if "\\" in text else self._detectors:
             text = pattern.sub(self._substitute(kind, placeholder, valid, counts, kept), text)
         return text, counts, kept
 

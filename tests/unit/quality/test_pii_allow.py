@@ -133,3 +133,21 @@ def test_the_stage_redacts_metadata_and_names_what_it_kept():
     assert v.detail == "redacted email,phone; kept ip_addressx1 (reserved or allowed)"
     (v,) = PiiRedactor()([Example("y", "sft", "alpaca", (Message("user", "ping 8.8.8.8"), Message("assistant", "ok")))])
     assert v.keep and v.replacement is None and v.detail.startswith("kept ip_address")
+
+
+def test_escape_aware_detectors_find_the_same_on_text_without_a_backslash():
+    """They run only where a backslash is (they cost about twice as much); elsewhere they must agree."""
+    import re
+    from pathlib import Path
+
+    from quality.privacy.detect import DETECTORS, ESCAPE_AWARE_DETECTORS
+
+    data = Path(__file__).parents[2] / "data"
+    texts = [t.replace("\\", "") for name in ("mit_sample.jsonl", "stream_slice.jsonl", "transcripts_sample.jsonl")
+             for t in re.findall(r'"(?:[^"\\]|\\.)*"', (data / name).read_text())]
+    texts += [f"use {value} here" for _kind, kept, other in PAIRS for value in (kept, other)]
+    assert len(texts) > 1000
+    for plain, aware in zip(DETECTORS, ESCAPE_AWARE_DETECTORS):
+        assert plain[0] == aware[0]
+        for text in texts:
+            assert plain[2].findall(text) == aware[2].findall(text), (plain[0], text[:200])
