@@ -8,11 +8,9 @@ Four input formats are recognised per message (or forced by configuration):
 * Preference (TRL style): ``{"prompt"?, "chosen", "rejected"}``, each a string or a message list;
   an optional ``rejected_prompt`` says what the rejected transcript's prompt was, when it may differ
 
-A prompt that is one user turn holding a whole transcript (hh-rlhf's ``"\n\nHuman: …
-\n\nAssistant:"``, ChatML, ``[INST]``...) is split into its turns, and so are the two sides of a
-pair without ``prompt`` given as transcript strings (hh-rlhf as published):
-:mod:`quality.records.transcript`. ``Example.converted`` says which field was converted from
-which convention; ``Example.unconverted`` names a transcript whose turns do not alternate.
+A one-turn prompt holding a whole transcript (hh-rlhf's ``"\n\nHuman: …"``, ChatML...), and the
+sides of a prompt-less pair given as transcripts, are split into turns (:mod:`quality.records.transcript`;
+``Example.converted`` / ``unconverted`` say so).
 
 :func:`parse` never raises: it returns an :class:`Example` or a :class:`ParseFailure`
 carrying a dead-letter reason and a human-readable error. Structural problems
@@ -98,9 +96,8 @@ class Example:
     origin: Mapping[str, Any] = field(default_factory=dict)
     # set when an implicit-prompt pair had different prompts on its two sides
     rejected_prompt: tuple[Message, ...] | None = None
-    # transcript-style fields split into turns: field -> convention ("prompt" -> "anthropic")
+    # transcripts split into turns (field -> convention), or left whole as their turns do not alternate (-> why)
     converted: Mapping[str, str] = field(default_factory=dict, compare=False)
-    # transcript-style fields left whole because their turns do not alternate: field -> why
     unconverted: Mapping[str, str] = field(default_factory=dict, compare=False)
     # what stages computed for later stages (content hash, MinHash signature, embedding,
     # scores: quality.features); not part of equality, not in the canonical form
@@ -380,8 +377,7 @@ def _transcript_sides(obj: dict[str, Any], transcripts: Sequence[str]) -> tuple[
 
 def _converted(ex: Example, transcripts: Sequence[str], sides: Mapping[str, str]) -> Example:
     """``ex`` with a prompt that is one user turn holding a transcript split into its turns."""
-    converted, unconverted = dict(sides), {}
-    changes: dict[str, Any] = {}
+    converted, unconverted, changes = dict(sides), {}, {}
     for key, prompt in (("prompt", ex.prompt_messages), ("rejected_prompt", ex.rejected_prompt or ())):
         lead = 1 if prompt and prompt[0].role in ("system", "developer") else 0
         if len(prompt) != lead + 1 or prompt[lead].role != "user":
