@@ -26,8 +26,10 @@ def decide_pipeline_factory(settings: Settings) -> Any:
     p = settings.pipeline
 
     def build() -> Pipeline:
+        # dead letters of the decide stages (an example one of them raised on) are redacted as
+        # everywhere else; no transcripts: the decider parses no raw input
         return Pipeline(build_decide_stages(p, calibration), max_message_bytes=p.max_message_bytes,
-                        format=p.format, dedup_window_s=p.dedup_window_s)
+                        format=p.format, dedup_window_s=p.dedup_window_s, dead_letters=p.pii.dead_letters())
 
     return build
 
