@@ -119,20 +119,13 @@ class WorkerProcess:
 
     def wait_ready(self, timeout: float = WORKER_START_TIMEOUT) -> None:
         """Wait until /readyz answers 200 (recovery done, consuming)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
-            if self.metrics_port is None:
-                m = re.search(r"metrics on http://[^:]+:(\d+)/metrics", self.log())
-                self.metrics_port = int(m.group(1)) if m else None
-            if self.metrics_port is not None and self.http("/readyz")[0] == 200:
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"worker not ready after {timeout}s:\n{self.log()[-4000:]}")
+        self._wait_readyz((200,), "ready", timeout)
 
     def wait_serving(self, timeout: float = WORKER_START_TIMEOUT) -> None:
         """Wait until the process serves /readyz at all (a standby decider answers 503)."""
+        self._wait_readyz((200, 503), "serving", timeout)
+
+    def _wait_readyz(self, statuses: tuple[int, ...], what: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -140,10 +133,10 @@ class WorkerProcess:
             if self.metrics_port is None:
                 m = re.search(r"metrics on http://[^:]+:(\d+)/metrics", self.log())
                 self.metrics_port = int(m.group(1)) if m else None
-            if self.metrics_port is not None and self.http("/readyz")[0] in (200, 503):
+            if self.metrics_port is not None and self.http("/readyz")[0] in statuses:
                 return
             time.sleep(0.1)
-        raise AssertionError(f"worker not serving after {timeout}s:\n{self.log()[-4000:]}")
+        raise AssertionError(f"worker not {what} after {timeout}s:\n{self.log()[-4000:]}")
 
     def ready(self) -> bool:
         return self.metrics_port is not None and self.http("/readyz")[0] == 200
