@@ -160,12 +160,13 @@ def test_the_template_refuses_what_strict_templates_refuse(trained):
 
 def test_every_row_of_the_batch_renders_as_trl_renders_it(curated, trained):
     tok, data, manifest = trained["tokenizer"], trained["data"], curated["manifest"]
-    ids = set()
+    ids, overridden = set(), set()
     for kind, splits in data.items():
         for split, ds in splits.items():
             assert ds.num_rows == manifest["counts"]["by_kind"][kind][split]
             for row in ds:
                 ids.add(row["id"])
+                overridden |= {row["id"]} if row["overridden"] else set()
                 rendered = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=g)
                             for c, g in conversations(kind, row)]
                 if kind == "preference":  # TRL takes the completion as what follows the prompt's rendering
@@ -177,6 +178,7 @@ def test_every_row_of_the_batch_renders_as_trl_renders_it(curated, trained):
     by_id = {e["id"]: e for e in curated["accepted"]}
     assert {s["id"] for s in SHAPES} - set(by_id) == {"sft-assistant-first"}
     assert by_id["sft-system-multiturn-copy"]["overridden"]["who"] == "trainer-test"
+    assert overridden == {"sft-system-multiturn-copy"}
     assert by_id["sft-user-user"]["details"]["turn_order"] == "merged 2 user turns of the conversation"
     assert manifest["counts"]["overridden"] == 1
     assert sum(manifest["stats"]["transcripts_converted"].values()) >= 20  # the hh-rlhf rows were split into turns
