@@ -138,6 +138,8 @@ def follow(args: argparse.Namespace, on_batch: Callable[[dict[str, Any]], Any]) 
         security["ssl_cafile"] = args.ssl_cafile
     consumer = KafkaConsumer(args.topic, bootstrap_servers=args.brokers.split(","), group_id=args.group,
                              auto_offset_reset="earliest", enable_auto_commit=False,
+                             # Sieve writes its outputs in Kafka transactions: read only committed ones
+                             isolation_level="read_committed",
                              consumer_timeout_ms=int(args.timeout * 1000) if args.timeout else float("inf"),
                              **security)
     seen: set[str] = set()

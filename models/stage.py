@@ -22,6 +22,7 @@ module registers the stage in :data:`quality.registry.REGISTRY` (section
 from __future__ import annotations
 
 import functools
+import json
 import importlib.util
 import logging
 from pathlib import Path
@@ -32,6 +33,7 @@ import numpy as np
 from models import DEFAULT_HEAD_DIR
 from models.encoder import Encoder
 from models.heads import Head, features, load_head
+from quality.features import half_precision
 from quality.records import Example
 from quality.registry import register
 from quality.scoring.gate import ScoringSettings
@@ -66,6 +68,18 @@ def _build(s: ScoringSettings, _earlier) -> "ModelScoreStage | None":
         log.warning("model scoring disabled: %s not installed (pip install 'sieve[models]')", ", ".join(missing))
         return None
     return ModelScoreStage.from_settings(s)
+
+
+def head_calibration(s: ScoringSettings) -> dict[str, float]:
+    """What :meth:`ModelScoreStage.calibration` would report, read from the quality head's
+    metadata alone (no encoder, no torch): a decider builds its quality gate with it."""
+    if not s.enabled:
+        return {}
+    meta = Path(s.head_dir) if s.head_dir else DEFAULT_HEAD_DIR
+    path = meta / "quality.json"
+    if not path.is_file():
+        return {}
+    return {"quality": float(json.loads(path.read_text()).get("default_threshold", 0.0))}
 
 
 @register(rank=110, section="scoring", settings=ScoringSettings, build=_build)
@@ -159,7 +173,7 @@ class ModelScoreStage(Stage):
         through it (accepted ones replayed from ``sieve.accepted`` after a restart)."""
         seg = self.encoder.encode_segments([ex.prompt_text for ex in examples],
                                            [ex.response_text for ex in examples])
-        return seg.example
+        return np.stack([half_precision(v) for v in seg.example]) if len(seg.example) else seg.example
 
     def check_batch(self, batch: Sequence[Example]) -> list[Verdict]:
         prompts: list[str] = []
@@ -196,7 +210,7 @@ class ModelScoreStage(Stage):
             reward = self.reward_head.score(feats_for(self.reward_head))
         verdicts = []
         for ex, (main, other) in zip(batch, rows):
-            ex.features.embedding = seg.example[main]
+            ex.features.embedding = half_precision(seg.example[main])  # travels as float16, bit for bit
             scores: dict[str, float] = {}
             if quality is not None:
                 scores["quality"] = _r(quality[main])

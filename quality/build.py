@@ -13,6 +13,7 @@ for every ``sieve`` command.
 from __future__ import annotations
 
 import logging
+from typing import Mapping
 
 from quality.config import PipelineSettings
 from quality.pipeline import Pipeline
@@ -62,3 +63,32 @@ def build_pipeline(settings=None, *, score_mode: bool = False, registry: Registr
                     format=settings.format, score_mode=score_mode, dedup_window_s=settings.dedup_window_s,
                     overrides=overrides, transcripts=settings.transcripts,
                     dead_letters=pii.dead_letters() if pii is not None else None)
+
+
+class _Calibration:
+    """Stands in for the model stage when only the decide stages are built (a decider without
+    the model): the builders of later stages read its calibration, nothing else."""
+
+    def __init__(self, calibration: Mapping[str, float]) -> None:
+        self._calibration = dict(calibration)
+
+    def calibration(self) -> Mapping[str, float]:
+        return self._calibration
+
+
+def build_decide_stages(settings, calibration: Mapping[str, float] | None = None,
+                        registry: Registry = REGISTRY) -> list[Stage]:
+    """The configured stages of phase ``decide``, in run order, built without the score stages
+    (so without a model). ``calibration`` is what the model stage would report (the quality
+    head's threshold), for the quality gate's default."""
+    stages: list[Stage] = []
+    earlier: list = [_Calibration(calibration)] if calibration else []
+    for name in stage_names(settings, registry):
+        entry = registry.get(name)
+        if entry.cls.phase != "decide":
+            continue
+        section = getattr(settings, entry.section) if entry.section is not None else None
+        stage = entry.build(section, earlier + stages)
+        if stage is not None:
+            stages.append(stage)
+    return stages

@@ -113,7 +113,8 @@ def encode_envelope(env: dict[str, Any], limit: int | None = None) -> bytes:
 
     Rejected and dead-letter envelopes that are too large lose, in turn, their
     example, their raw payload and most of their error text, and say so in an
-    ``omitted`` field. An accepted envelope can only lose its metadata; an accepted
+    ``omitted`` field. An accepted envelope can only lose its state features (a stream
+    driver's, see ``streams.recovery.envelopes.state_features``) and its metadata; an accepted
     example that alone is too large raises :class:`OutputTooLarge` (lower
     ``pipeline.filters.max_total_chars`` or raise ``kafka.max_output_bytes``).
 
@@ -127,7 +128,7 @@ def encode_envelope(env: dict[str, Any], limit: int | None = None) -> bytes:
         return data
     size = len(data)
     env = dict(env)
-    steps = ["metadata"] if env.get("decision") == "accepted" else ["example", "raw", "error", "metadata"]
+    steps = ["features", "metadata"] if env.get("decision") == "accepted" else ["example", "raw", "error", "metadata"]
     dropped = []
     for key in steps:
         if env.get(key) is None:
@@ -204,15 +205,20 @@ def last_resort(stand: Decision, versions: Mapping[str, Any], exc: BaseException
         return orjson.dumps(env)
 
 
-def encode_decision(d: Decision, versions: Mapping[str, Any], limit: int | None = None) -> tuple[Decision, bytes]:
+def encode_decision(d: Decision, versions: Mapping[str, Any], limit: int | None = None,
+                    extra: Mapping[str, Any] | None = None) -> tuple[Decision, bytes]:
     """The decision actually written (``d``, or its dead-letter stand-in) and its envelope's bytes; never raises.
 
     An envelope that cannot fit in ``limit`` even after shrinking becomes a small
     ``too_large`` dead letter, and one that orjson cannot write an ``unencodable`` one:
     bad input must not stop a driver (a restart would meet the same input again).
+    ``extra`` fields are added to the envelope (a stream driver's state features).
     """
     try:
-        return d, encode_envelope(d.envelope(versions), limit)
+        env = d.envelope(versions)
+        if extra:
+            env.update(extra)
+        return d, encode_envelope(env, limit)
     except OutputTooLarge as exc:
         out = stand_in(d, Reason.TOO_LARGE, str(exc))
     except Exception as exc:  # noqa: BLE001 - orjson's TypeError/ValueError, or a bug building the envelope
@@ -228,7 +234,8 @@ def writable(d: Decision, versions: Mapping[str, Any]) -> Decision:
     return encode_decision(d, versions)[0]
 
 
-def encode_output(d: Decision, versions: Mapping[str, Any], limit: int | None = None) -> tuple[DecisionKind, bytes]:
+def encode_output(d: Decision, versions: Mapping[str, Any], limit: int | None = None,
+                  extra: Mapping[str, Any] | None = None) -> tuple[DecisionKind, bytes]:
     """Where a decision's envelope goes and its bytes (:func:`encode_decision`, which never raises)."""
-    written, data = encode_decision(d, versions, limit)
+    written, data = encode_decision(d, versions, limit, extra)
     return written.decision, data

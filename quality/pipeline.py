@@ -17,7 +17,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
+
+import orjson
 
 from quality import __version__
 from quality.envelope import Decision, DecisionKind, safe_origin, safe_text, writable
@@ -133,10 +135,50 @@ class Pipeline:
         self.parse_stats.seen += len(raws)
         self.parse_stats.passed += len(live)
         self.parse_stats.seconds += time.perf_counter() - t0
+        return self._finish(raws, versions, decisions, live, {i: {} for i, _ in live}, {i: {} for i, _ in live})
 
-        scores: dict[int, dict[str, float]] = {i: {} for i, _ in live}
+    def process_examples(self, items: Sequence[tuple[Example, Mapping[str, float], Mapping[str, str]]]
+                         ) -> list[Decision]:
+        """One decision per example that already passed the other half of a split pipeline.
+
+        ``items`` are ``(example, scores so far, details so far)``: normalized examples that
+        passed a scorer's stages (:meth:`phase` ``"score"``), with the features those
+        stages and the decide stages' :meth:`~quality.stage.Stage.annotate` computed. This
+        pipeline (the ``"decide"`` half) runs its stages, the dedup window and the in-batch
+        rechecks exactly as :meth:`process` would have after the scorer's stages.
+        """
+        decisions: list[Decision | None] = [None] * len(items)
+        live = [(i, ex) for i, (ex, _scores, _details) in enumerate(items)]
+        # what a stand-in dead letter carries as its payload: the canonical example (the raw
+        # bytes stayed with the scorer)
+        raws = [RawRecord(_canonical_bytes(ex), dict(ex.origin)) for ex, _sc, _d in items]
+        return self._finish(raws, self.versions(), decisions, live,
+                            {i: dict(sc) for i, (_ex, sc, _d) in enumerate(items)},
+                            {i: dict(d) for i, (_ex, _sc, d) in enumerate(items)})
+
+    def phase(self, phase: str) -> "Pipeline":
+        """The half of this pipeline whose stages are of ``phase`` (``score`` or ``decide``), in
+        the same order and sharing the stage objects (and so their state and stats).
+
+        The score half keeps no state: no dedup window. Running the score half, then
+        ``annotate`` of the decide half's stages, then the decide half's
+        :meth:`process_examples` gives the decisions :meth:`process` gives: score stages
+        only write scores and features or reject on the example alone, so moving them
+        before the decide stages changes no verdict (an exact duplicate is then also
+        scored by the model, which judges nothing).
+        """
+        if phase not in ("score", "decide"):
+            raise ValueError(f"phase must be 'score' or 'decide', got {phase!r}")
+        return Pipeline([s for s in self.stages if s.phase == phase], max_message_bytes=self.max_message_bytes,
+                        format=self.format, score_mode=self.score_mode,
+                        dedup_window_s=self.window.window_s if phase == "decide" else 0.0,
+                        overrides=self.overrides if phase == "decide" else None, transcripts=self.transcripts,
+                        dead_letters=self.dead_letters)
+
+    def _finish(self, raws: Sequence[RawRecord], versions: dict[str, Any], decisions: list[Decision | None],
+                live: list[tuple[int, Example]], scores: dict[int, dict[str, float]],
+                details: dict[int, dict[str, str]]) -> list[Decision]:
         reasons: dict[int, list[str]] = {i: [] for i, _ in live}
-        details: dict[int, dict[str, str]] = {i: {} for i, _ in live}
         stopped: dict[int, tuple[int, Example]] = {}  # index -> (stage that decided it, the example it saw)
         state = (decisions, scores, reasons, details, stopped)
         # the dedup window moves between runs of the batch, by the inputs' own times
@@ -325,3 +367,11 @@ def _isolated(ex_id: str, step: str, exc: BaseException, origin: Any, example: E
                 type(exc).__name__, safe_text(str(exc)))
     return Decision(ex_id, "dead_letter", [Reason.PROCESSING_ERROR.value], {}, origin, example=example, raw=raw,
                     error=f"stage {step}: {type(exc).__name__}: {exc}")
+
+
+def _canonical_bytes(ex: Example) -> bytes:
+    """The canonical example as JSON bytes, or b"" if even that cannot be written."""
+    try:
+        return orjson.dumps(ex.canonical())
+    except (TypeError, ValueError):
+        return b""

@@ -3,7 +3,7 @@
 Only the raw input topic is a faust topic: it is read as raw bytes (no
 ``faust.Record``: faust would ack and merely log a payload it cannot decode, and
 such a payload must become a dead letter). Outputs go through the worker's own
-idempotent producer (:mod:`streams.agents`), because faust enables
+idempotent (or transactional) producer (:mod:`streams.worker.publish`), because faust enables
 idempotence only in its exactly-once mode.
 """
 
@@ -32,8 +32,10 @@ def broker_credentials(kafka: KafkaSettings) -> Any:
                                  mechanism=kafka.sasl_mechanism, ssl_context=ssl_context(kafka))
 
 
-def build_app(settings: Settings, *, datadir: str | Path | None = None) -> Any:
+def build_app(settings: Settings, *, datadir: str | Path | None = None, kafka: KafkaSettings | None = None) -> Any:
     """A faust app whose consumer group is ``kafka.group_id``, and the raw topic.
+
+    ``kafka`` replaces ``settings.kafka`` (a role's settings, with the role's group).
 
     Faust writes nothing the worker needs to keep (no tables), so its data
     directory is a temporary one unless ``datadir`` is given.
@@ -43,7 +45,7 @@ def build_app(settings: Settings, *, datadir: str | Path | None = None) -> Any:
     """
     import faust
 
-    kafka = settings.kafka
+    kafka = kafka or settings.kafka
     if kafka.batch_max < 1:
         raise ValueError(f"kafka.batch_max must be >= 1, got {kafka.batch_max}")
     if kafka.batch_within_s <= 0:
@@ -63,6 +65,10 @@ def build_app(settings: Settings, *, datadir: str | Path | None = None) -> Any:
         # topics itself (streams/topics.py) with the configured partitions
         topic_disable_leader=True,
         topic_allow_declare=False,
+        # no tables, so no standbys: faust then assigns partitions with aiokafka's round robin.
+        # faust's own assignor asserts on a topic that metadata shows with 0 partitions, which a
+        # raw topic being recreated does for a moment (measured: the worker crashed)
+        table_standby_replicas=0,
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=kafka.commit_interval_s,

@@ -15,3 +15,11 @@ from quality.pipeline import Pipeline
 def build_pipeline(settings=None, *, score_mode: bool = False, overrides=None) -> Pipeline:
     """:func:`quality.build.build_pipeline` with the model stages registered."""
     return _build_pipeline(settings, score_mode=score_mode, overrides=overrides)
+
+
+def head_calibration(settings) -> dict[str, float]:
+    """The quality head's calibrated threshold, from its metadata (no model loads): what the
+    model stage would hand the quality gate. For a decider, which runs no model."""
+    from models.stage import head_calibration as _head_calibration
+
+    return _head_calibration(settings.scoring)

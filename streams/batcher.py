@@ -82,6 +82,8 @@ class Batcher:
         self.publish_pending()
         self.consumer = KafkaConsumer(group_id=batcher_group(self.settings), client_id="sieve-batcher",
                                       enable_auto_commit=False, auto_offset_reset="earliest",
+                                      # the deciders write in transactions: never batch an aborted one
+                                      isolation_level="read_committed",
                                       max_partition_fetch_bytes=k.max_fetch_bytes, **conn)
         # a new group reads the control topic from its start too: BatchAssembler.request_close
         # ignores cuts requested before the last close (or before the state directory existed)

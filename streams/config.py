@@ -26,6 +26,8 @@ class KafkaSettings:
     dead_letter_topic: str = "sieve.dead-letter"
     batches_topic: str = "sieve.batches"
     control_topic: str = "sieve.control"  # operator requests, e.g. `sieve batches cut`
+    scored_topic: str = "sieve.scored"    # scorers -> decider (--role score / decide)
+    scored_partitions: int = 1           # one transactional decider owns each; keep 1 (docs/streams.md)
     partitions: int = 3
     replication_factor: int = 1
     group_id: str = "sieve"
@@ -36,6 +38,7 @@ class KafkaSettings:
     max_output_bytes: int = 1_000_000        # producer max_request_size; larger envelopes drop their example
     max_fetch_bytes: int = 2 * 1024 * 1024   # consumer per-partition fetch size (> broker's 1 MiB message max)
     session_timeout_s: float = 45.0          # a dead worker's partitions move after this long
+    topic_check_interval_s: float = 5.0      # how often the raw topic's id (recreated?) and the broker are checked
     # SASL/SSL pass-through (see docs/security.md)
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
@@ -60,6 +63,7 @@ class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     batches: BatchSettings = field(default_factory=BatchSettings)
+    role: str = "all"  # sieve run --role: all | score | decide (docs/streams.md, "Roles")
     state_dir: str = "./sieve-state"  # dedup snapshots (and batch state) live here
     snapshot_interval_s: float = 300.0  # seconds between dedup snapshots of a worker; 0 = never
 

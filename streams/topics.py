@@ -33,9 +33,27 @@ def output_topics(kafka: KafkaSettings) -> dict[str, str]:
             "dead_letter": kafka.dead_letter_topic}
 
 
-def worker_topics(kafka: KafkaSettings) -> list[str]:
-    """Every topic the worker reads or writes: the raw input and the three outputs."""
+def worker_topics(kafka: KafkaSettings, role: str = "all") -> list[str]:
+    """Every topic a worker of ``role`` reads or writes: ``all`` the raw input and the three
+    outputs, ``score`` the raw input and the scored topic, ``decide`` the scored topic, the
+    outputs and the raw topic (whose id recovery confirms)."""
+    if role == "score":
+        return [kafka.raw_topic, kafka.scored_topic]
+    if role == "decide":
+        return [kafka.scored_topic, kafka.raw_topic, *output_topics(kafka).values()]
     return [kafka.raw_topic, *output_topics(kafka).values()]
+
+
+def topic_spec(kafka: KafkaSettings, topic: str) -> dict[str, Any]:
+    """How a missing topic is created: ``kafka.partitions`` partitions, except the scored
+    topic (``kafka.scored_partitions``, and room for a scored record's features)."""
+    spec: dict[str, Any] = {"num_partitions": kafka.partitions, "replication_factor": kafka.replication_factor}
+    if topic == kafka.scored_topic:
+        from streams.roles.scored import SCORED_EXTRA_BYTES
+
+        spec["num_partitions"] = kafka.scored_partitions
+        spec["configs"] = {"max.message.bytes": str(kafka.max_output_bytes + SCORED_EXTRA_BYTES + 1024)}
+    return spec
 
 
 def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
@@ -82,6 +100,7 @@ def ensure_topics(kafka: KafkaSettings, topics: list[str] | None = None) -> list
 
     Raises:
         ValueError: ``partitions`` or ``replication_factor`` below 1.
+        KafkaUnreachable: no broker answered (the message says what to check).
     """
     from kafka.admin import KafkaAdminClient
     from kafka.errors import TopicAlreadyExistsError
@@ -90,15 +109,19 @@ def ensure_topics(kafka: KafkaSettings, topics: list[str] | None = None) -> list
         raise ValueError(f"kafka.partitions must be >= 1, got {kafka.partitions}")
     if kafka.replication_factor < 1:
         raise ValueError(f"kafka.replication_factor must be >= 1, got {kafka.replication_factor}")
-    from kafka.errors import KafkaTimeoutError
+    if kafka.scored_partitions < 1:
+        raise ValueError(f"kafka.scored_partitions must be >= 1, got {kafka.scored_partitions}")
+    from kafka.errors import KafkaConnectionError, KafkaTimeoutError
+
+    from streams.exit_codes import KafkaUnreachable
 
     wanted = topics if topics is not None else worker_topics(kafka)
     try:
         admin = KafkaAdminClient(request_timeout_ms=ADMIN_TIMEOUT_MS, client_id="sieve-admin",
                                  **client_kwargs(kafka))
-    except KafkaTimeoutError as exc:
+    except (KafkaTimeoutError, KafkaConnectionError) as exc:
         # kafka-python does not name authentication failures: say what to check
-        raise ValueError(
+        raise KafkaUnreachable(
             f"cannot reach Kafka at kafka.brokers={kafka.brokers!r} with "
             f"kafka.security_protocol={kafka.security_protocol!r}"
             f"{f', kafka.sasl_mechanism={kafka.sasl_mechanism!r}' if kafka.sasl_mechanism else ''} "
@@ -108,13 +131,12 @@ def ensure_topics(kafka: KafkaSettings, topics: list[str] | None = None) -> list
         missing = [t for t in dict.fromkeys(wanted) if t not in set(admin.list_topics())]
         if missing:
             try:
-                spec = {"num_partitions": kafka.partitions, "replication_factor": kafka.replication_factor}
-                admin.create_topics({t: dict(spec) for t in missing}, timeout_ms=ADMIN_TIMEOUT_MS,
+                admin.create_topics({t: topic_spec(kafka, t) for t in missing}, timeout_ms=ADMIN_TIMEOUT_MS,
                                     wait_for_metadata=True)
             except TopicAlreadyExistsError:  # another worker created it between list and create
                 pass
-            log.info("created topics %s (%d partitions, replication %d)", missing, kafka.partitions,
-                     kafka.replication_factor)
+            log.info("created topics %s (%s partitions, replication %d)", missing,
+                     ", ".join(str(topic_spec(kafka, t)["num_partitions"]) for t in missing), kafka.replication_factor)
         return missing
     finally:
         admin.close()

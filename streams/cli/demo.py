@@ -124,7 +124,8 @@ def _consume(bootstrap: str, topics: list[str], tally: Tally, stop: threading.Ev
     from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(*topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, max_partition_fetch_bytes=2 * 1024 * 1024)
+                             enable_auto_commit=False, max_partition_fetch_bytes=2 * 1024 * 1024,
+                             isolation_level="read_committed")  # outputs are written in transactions
     try:
         while not stop.is_set():
             for records in consumer.poll(timeout_ms=200).values():

@@ -71,11 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from streams.exit_codes import EXIT_KAFKA_UNREACHABLE, EXIT_USAGE, KafkaUnreachable, PortInUse
+
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, ImportError) as exc:  # usage and I/O errors: say what and exit 2
+    except KafkaUnreachable as exc:  # a supervisor may retry later: its own status
         print(f"sieve {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_KAFKA_UNREACHABLE
+    except (ValueError, FileNotFoundError, ImportError, PortInUse) as exc:  # usage errors: say what and exit 2
+        print(f"sieve {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except StageBroken as exc:  # not the data: a stage fails on known-good input too
         print(f"sieve {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_STAGE_BROKEN

@@ -90,9 +90,15 @@ Generated from the code by `python -m streams.metrics.docs > docs/metrics.md`
 
 Both processes serve, on `metrics.host:metrics.port` (default `0.0.0.0:9108`):
 `/metrics` (Prometheus text format), `/healthz` (200 while the process runs) and
-`/readyz` (200 once the worker has recovered and consumes, or the batcher has
-announced pending batches and subscribed; 503 before and while stopping). The global
+`/readyz`. For `sieve run`, `/readyz` is 200 only while recovery is done and the worker
+consumes, the broker answered its last topic check (every `kafka.topic_check_interval_s`,
+and one per batch) within three intervals, the raw topic exists and at least one of its
+partitions is assigned to the worker; otherwise 503, with the reason in the body (e.g.
+`not ready: Kafka at host:9092 does not answer (...)`, `not ready: no partition of
+sieve.raw is assigned to this worker`). For `sieve batcher`, 200 once it has announced
+pending batches and subscribed. Both answer 503 before and while stopping. The global
 registry also carries prometheus-client's `process_*` and `python_*` series.
+`sieve_consumer_lag` has series only for the partitions assigned to the worker now.
 
 A counter `x_total` is queried as such; a histogram `x` as `x_bucket{le=...}`, `x_sum`
 and `x_count`. Label values come only from closed sets: no id, text or free-form source

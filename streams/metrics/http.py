@@ -1,7 +1,10 @@
 """The small HTTP server of ``sieve run`` and ``sieve batcher``: ``/metrics``, ``/healthz``, ``/readyz``.
 
 ``/metrics`` is the Prometheus text format, ``/healthz`` says the process is alive,
-``/readyz`` that recovery is done and the worker consumes (the batcher: subscribed).
+``/readyz`` whether the process can do its job now: for ``sieve run``, recovery done, the
+worker consuming, the broker answering and partitions assigned (see
+:meth:`streams.worker.loop.StreamWorker.readiness`); the batcher: subscribed. A 503's body
+says why.
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ from typing import Callable
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from streams.exit_codes import PortInUse
+
 log = logging.getLogger(__name__)
 
 
 class _Handler(BaseHTTPRequestHandler):
     registry: CollectorRegistry
-    ready: Callable[[], bool]
+    ready: Callable[[], "bool | tuple[bool, str]"]
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         path = self.path.split("?", 1)[0]
@@ -28,8 +33,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/healthz":
             self._send(200, b"ok\n")
         elif path == "/readyz":
-            ok = self.ready()
-            self._send(200 if ok else 503, b"ready\n" if ok else b"not ready: recovering or not consuming\n")
+            answer = self.ready()
+            ok, why = answer if isinstance(answer, tuple) else (answer, "recovering or not consuming")
+            self._send(200 if ok else 503, b"ready\n" if ok else f"not ready: {why}\n".encode())
         else:
             self._send(404, b"try /metrics, /healthz or /readyz\n")
 
@@ -45,20 +51,21 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def serve(registry: CollectorRegistry, host: str, port: int,
-          ready: Callable[[], bool] = lambda: True) -> ThreadingHTTPServer:
+          ready: Callable[[], "bool | tuple[bool, str]"] = lambda: True) -> ThreadingHTTPServer:
     """Serve ``/metrics``, ``/healthz`` and ``/readyz`` from a daemon thread; return the server.
 
-    ``port=0`` picks a free port: read it back from ``server.server_address[1]``.
+    ``port=0`` picks a free port: read it back from ``server.server_address[1]``. ``ready``
+    returns a bool, or ``(ready, why not)``: the reason goes into the 503's body.
 
     Raises:
-        OSError: the port is taken (the message names it).
+        PortInUse: the port is taken or not ours to bind (the message names it and the setting).
     """
     handler = type("SieveMetricsHandler", (_Handler,), {"registry": registry, "ready": staticmethod(ready)})
     try:
         server = ThreadingHTTPServer((host, port), handler)
     except OSError as exc:
-        raise OSError(f"cannot serve metrics on {host}:{port} ({exc}); set metrics.port "
-                      "(SIEVE_METRICS__PORT) to a free port, or 0 for any") from exc
+        raise PortInUse(f"cannot serve metrics on {host}:{port} ({exc.strerror or exc}); set metrics.port "
+                        "(SIEVE_METRICS__PORT or --metrics-port) to a free port, or 0 for any") from exc
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="sieve-metrics", daemon=True).start()
     return server

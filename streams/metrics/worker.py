@@ -94,9 +94,26 @@ class SieveMetrics:
                                           ["stage"], buckets=BATCH_SIZE_BUCKETS, registry=r)
         self.model_throughput = Gauge("sieve_model_examples_per_second", "Examples per second of model time in "
                                       "the last batch a model stage ran.", ["stage"], registry=r)
+        self.topic_switches = Counter("sieve_raw_topic_switches", "Times the raw topic was found deleted and "
+                                      "created again (a new Kafka topic id) and the worker moved to the new one.",
+                                      registry=r)
+        self.stale_inputs = Counter("sieve_stale_inputs_dropped", "Inputs dropped undecided because they were "
+                                    "fetched before a raw topic switch or a rebalance (they are read again).",
+                                    registry=r)
+        self.role = Gauge("sieve_role", "1 for the role this process runs (all, score or decide): join on "
+                          "instance to split any series by role.", ["role"], registry=r)
+        self.decider_active = Gauge("sieve_decider_active", "1 while this decider owns the scored partition "
+                                    "and decides, 0 as a standby (or while it takes over).", registry=r)
+        self.takeovers = Counter("sieve_decider_takeovers", "Times this decider became the owner of the scored "
+                                 "partition (fencing any earlier owner) and rebuilt its state.", registry=r)
+        self.fenced = Counter("sieve_fenced", "Times this process found its transactional id taken over by a "
+                              "newer one (it exits right after: see exit status 77).", registry=r)
+        self.scored_lag = Gauge("sieve_scored_lag", "Messages behind the end of the scored topic (highwater - "
+                                "position), per partition: the decider's lag.", ["partition"], registry=r)
         for kind in DUPLICATE_KINDS.values():  # every kind shows as 0 before its first duplicate
             self.duplicates.labels(kind)
         self._last_stats: dict[str, dict] = {}
+        self._lag_partitions: set[str] = set()  # partition labels of sieve_consumer_lag
 
     def source_label(self, source: str | None) -> str:
         if not source:
@@ -145,14 +162,35 @@ class SieveMetrics:
             if stage.rebuilt_from == "accepted":
                 self.dedup_index_size.labels(stage.name.removesuffix("_dedup")).set(stage.size())
 
+    def forget_partitions(self, partitions: Iterable[int]) -> None:
+        """Drop the lag series of raw partitions this worker no longer reads (of a deleted topic)."""
+        for partition in partitions:
+            if str(partition) in self._lag_partitions:
+                self.consumer_lag.remove(str(partition))
+                self._lag_partitions.discard(str(partition))
+
+    def keep_partitions(self, partitions: Iterable[int]) -> None:
+        """After a rebalance: drop the lag series of every raw partition not in ``partitions``."""
+        keep = {str(p) for p in partitions}
+        self.forget_partitions([p for p in self._lag_partitions if p not in keep])
+
+    def set_role(self, role: str) -> None:
+        for known in ("all", "score", "decide"):
+            self.role.labels(known).set(1 if known == role else 0)
+
     def observe_batch(self, pipeline: Pipeline, decisions: Sequence[Decision], seconds: float,
-                      lag: Mapping[int, int] | None = None) -> None:
-        """Everything about one finished batch: sizes, time, decisions, stages, indexes and lag."""
+                      lag: Mapping[int, int] | None = None, *, count_decisions: bool = True) -> None:
+        """Everything about one finished batch: sizes, time, decisions, stages, indexes and lag.
+
+        A scorer passes ``count_decisions=False``: its outcomes are not decisions yet (the
+        decider counts every input once, in ``sieve_examples_total``)."""
         self.batch_size.observe(len(decisions))
         self.batch_seconds.observe(seconds)
-        self.observe_decisions(decisions)
+        if count_decisions:
+            self.observe_decisions(decisions)
         self.observe_stages(pipeline.stats())
         self.observe_index_sizes(pipeline)
         for partition, value in (lag or {}).items():
             self.consumer_lag.labels(str(partition)).set(max(0, value))
+            self._lag_partitions.add(str(partition))
         self.last_batch.set(time.time())

@@ -9,10 +9,11 @@
 """
 
 from streams.recovery.checkpoint import Checkpoint, Frontier, snapshot_dir
-from streams.recovery.decided import DecidedInputs, Origin, Span
+from streams.recovery.decided import DecidedInputs, Origin, Span, envelope_origin
 from streams.recovery.envelopes import example_from_envelope
-from streams.recovery.kafka_io import committed_offsets, end_offsets, scan_topic, topics_end_offsets
+from streams.recovery.kafka_io import committed_offsets, end_offsets, scan_topic, topic_ids, topics_end_offsets
 from streams.recovery.recover import RecoveryResult, recover
 
 __all__ = ["Checkpoint", "DecidedInputs", "Frontier", "Origin", "RecoveryResult", "Span", "committed_offsets",
-           "end_offsets", "example_from_envelope", "recover", "scan_topic", "snapshot_dir", "topics_end_offsets"]
+           "end_offsets", "envelope_origin", "example_from_envelope", "recover", "scan_topic", "snapshot_dir",
+           "topic_ids", "topics_end_offsets"]

@@ -5,8 +5,9 @@ worker, :meth:`Checkpoint.from_meta` for recovery), so the two cannot drift. It 
 the topics and the group it was taken for, the accepted offsets the saved dedup state
 covers, and the worker's **frontier**: per raw partition the end of the inputs it had
 decided (every offset below was decided and its envelope acknowledged), inputs found
-decided but not met again yet (pending spans), and the end offsets of the three
-output topics.
+decided but not met again yet (pending spans), the end offsets of the three output
+topics, and the Kafka topic ids of the raw and output topics (a topic deleted and
+created again gets a new id: its offsets are not the ones recorded).
 """
 
 from __future__ import annotations
@@ -35,9 +36,11 @@ class Frontier:
     decided_end: dict[int, int]              # raw partition -> end of the decided inputs
     output_end: dict[str, dict[int, int]]    # output topic -> partition -> end offset
     pending: dict[int, list[Span]] = field(default_factory=dict)
+    raw_topic_id: str | None = None          # the incarnation of the raw topic the offsets are of
 
     def meta(self) -> dict:
-        return {"decided_end_offsets": {str(p): o for p, o in self.decided_end.items()},
+        return {"raw_topic_id": self.raw_topic_id,
+                "decided_end_offsets": {str(p): o for p, o in self.decided_end.items()},
                 "pending_decided_spans": {str(p): [list(s) for s in spans] for p, spans in self.pending.items()},
                 "output_end_offsets": {t: {str(p): o for p, o in ends.items()} for t, ends in self.output_end.items()}}
 
@@ -55,17 +58,19 @@ class Checkpoint:
     group_id: str
     accepted_end: dict[int, int]             # accepted partition -> end offset the saved state covers
     frontier: Frontier | None = None
+    output_topic_ids: dict[str, str | None] = field(default_factory=dict)  # output topic -> Kafka id then
 
     @classmethod
-    def of(cls, kafka: KafkaSettings, frontier: Frontier) -> "Checkpoint":
+    def of(cls, kafka: KafkaSettings, frontier: Frontier,
+           output_topic_ids: Mapping[str, str | None] | None = None) -> "Checkpoint":
         """The checkpoint of a worker's frontier: its state covers what it wrote to the accepted topic."""
         return cls(kafka.accepted_topic, kafka.raw_topic, kafka.group_id,
-                   dict(frontier.output_end.get(kafka.accepted_topic, {})), frontier)
+                   dict(frontier.output_end.get(kafka.accepted_topic, {})), frontier, dict(output_topic_ids or {}))
 
     def to_meta(self) -> dict[str, Any]:
         """The JSON the snapshot is saved with (the format of every Sieve since frontiers)."""
         meta: dict[str, Any] = {"accepted_topic": self.accepted_topic, "raw_topic": self.raw_topic,
-                                "group_id": self.group_id,
+                                "group_id": self.group_id, "output_topic_ids": dict(self.output_topic_ids),
                                 "accepted_end_offsets": {str(p): o for p, o in self.accepted_end.items()}}
         if self.frontier is not None:
             meta.update(self.frontier.meta())
@@ -83,8 +88,17 @@ class Checkpoint:
             pending = meta.get("pending_decided_spans") or {}
             frontier = Frontier({int(p): int(o) for p, o in decided.items()},
                                 {t: {int(p): int(o) for p, o in ends.items()} for t, ends in outputs.items()},
-                                {int(p): [(int(a), int(b)) for a, b in spans] for p, spans in pending.items()})
-        return cls(meta["accepted_topic"], str(meta.get("raw_topic")), str(meta.get("group_id")), covered, frontier)
+                                {int(p): [(int(a), int(b)) for a, b in spans] for p, spans in pending.items()},
+                                meta.get("raw_topic_id"))
+        ids = meta.get("output_topic_ids")
+        return cls(meta["accepted_topic"], str(meta.get("raw_topic")), str(meta.get("group_id")), covered, frontier,
+                   dict(ids) if isinstance(ids, dict) else {})
+
+    def recreated_outputs(self, now: Mapping[str, str | None]) -> set[str]:
+        """Output topics whose Kafka id differs from the one recorded (older snapshots record
+        none: then only the end offsets tell)."""
+        then = self.output_topic_ids
+        return {t for t, topic_id in now.items() if then.get(t) and topic_id and then[t] != topic_id}
 
     def covers(self, kafka: KafkaSettings, ends: Mapping[str, Mapping[int, int]]) -> bool:
         """Whether the saved dedup state is of this accepted topic, as it is now (not recreated).

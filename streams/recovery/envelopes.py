@@ -6,12 +6,15 @@ import dataclasses
 
 import orjson
 
+from quality.envelope import Decision
+from quality.features import Features
 from quality.records import Example, ParseFailure, RawRecord, parse
 from quality.stage import ScoredInput
 
 
 def example_from_envelope(env: dict) -> Example | None:
-    """The accepted example of an envelope, as the pipeline saw it (id, source, metadata kept)."""
+    """The accepted example of an envelope, as the pipeline saw it (id, source, metadata kept),
+    with the state features the envelope carries (the embedding: see :func:`state_features`)."""
     canonical = env.get("example")
     if not isinstance(canonical, dict):
         return None
@@ -19,7 +22,23 @@ def example_from_envelope(env: dict) -> Example | None:
     parsed = parse(RawRecord(orjson.dumps(obj), dict(env.get("origin") or {})), max_message_bytes=1 << 40)
     if isinstance(parsed, ParseFailure):
         return None
-    return dataclasses.replace(parsed, id=str(env.get("id")))
+    ex = dataclasses.replace(parsed, id=str(env.get("id")))
+    carried = env.get("features")
+    if isinstance(carried, dict) and carried.get("embedding"):
+        try:
+            ex.features.embedding = Features.from_dict({"embedding": carried["embedding"]}).embedding
+        except ValueError:  # a damaged field: the example is replayed without it (re-encoded if a model runs)
+            pass
+    return ex
+
+
+def state_features(d: Decision) -> dict | None:
+    """What an accepted envelope carries so that a process without the model rebuilds the
+    semantic index from ``sieve.accepted`` alone: the embedding (float16 values, ~1 KB as
+    base64 for 384 dimensions). None when there is none (no model stage ran)."""
+    if d.decision != "accepted" or d.example is None or d.example.features.embedding is None:
+        return None
+    return {"features": {"embedding": Features(embedding=d.example.features.embedding).to_dict()["embedding"]}}
 
 
 def scored_input(env: dict) -> ScoredInput:

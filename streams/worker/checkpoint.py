@@ -29,10 +29,14 @@ class Checkpointer:
     Args:
         directory: the snapshot folder (None: no snapshots).
         interval_s: seconds between snapshots; 0 = never.
+        output_topic_ids: the output topics' Kafka ids recovery found; a snapshot records
+            them, so the next recovery sees an output topic recreated since.
     """
 
-    def __init__(self, kafka: KafkaSettings, directory: Path | None, interval_s: float) -> None:
+    def __init__(self, kafka: KafkaSettings, directory: Path | None, interval_s: float,
+                 output_topic_ids: dict[str, str | None] | None = None) -> None:
         self.kafka, self.directory, self.interval_s = kafka, directory, interval_s
+        self.output_topic_ids = dict(output_topic_ids or {})  # as recovery found them; a snapshot records them
         self._last = time.monotonic()
         self.in_batch = False  # a batch decided but not yet fully acknowledged
 
@@ -43,7 +47,7 @@ class Checkpointer:
             return  # mid-batch the state may hold examples whose envelopes are not out yet
         if not force and time.monotonic() - self._last < self.interval_s:
             return
-        meta = Checkpoint.of(self.kafka, progress.frontier()).to_meta()
+        meta = Checkpoint.of(self.kafka, progress.frontier(), self.output_topic_ids).to_meta()
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         self._last = time.monotonic()

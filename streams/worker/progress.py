@@ -51,13 +51,16 @@ class Progress:
         skip: inputs decided before a restart (from recovery); empty by default.
         output_end: output topic -> partition -> end offset the recovered state covers.
         decided_end: raw partition -> end of the inputs decided before the restart.
+        raw_topic_id: the raw topic's Kafka id recovery found (None: unknown); origins are
+            ``(topic, topic_id, partition, offset)``.
     """
 
     def __init__(self, raw_topic: str, output_topics: list[str], skip: DecidedInputs | None = None,
                  output_end: Mapping[str, Mapping[int, int]] | None = None,
-                 decided_end: Mapping[int, int] | None = None) -> None:
+                 decided_end: Mapping[int, int] | None = None, raw_topic_id: str | None = None) -> None:
         self.raw_topic = raw_topic
-        self.skip = skip if skip is not None else DecidedInputs(raw_topic)
+        self.raw_topic_id = raw_topic_id
+        self.skip = skip if skip is not None else DecidedInputs(raw_topic, raw_topic_id)
         self.recent = RecentOrigins()
         self.output_end: dict[str, dict[int, int]] = {t: dict((output_end or {}).get(t, {})) for t in output_topics}
         self.decided_end: dict[int, int] = dict(decided_end or {})
@@ -67,7 +70,22 @@ class Progress:
         """The progress a :class:`~streams.recovery.RecoveryResult` found (None: a fresh start)."""
         if result is None:
             return cls(raw_topic, output_topics)
-        return cls(raw_topic, output_topics, result.skip, result.output_end, result.decided_end)
+        return cls(raw_topic, output_topics, result.skip, result.output_end, result.decided_end,
+                   result.raw_topic_id)
+
+    def topic_id_of(self, topic: str) -> str | None:
+        """The Kafka id of an input's topic, as far as this worker knows (the raw topic's)."""
+        return self.raw_topic_id if topic == self.raw_topic else None
+
+    def forget_raw_topic(self, topic_id: str | None) -> list[int]:
+        """The raw topic is another one now (deleted and created again): forget what was decided of
+        the old one. Returns the partitions whose ends were forgotten."""
+        self.raw_topic_id = topic_id
+        self.recent = RecentOrigins(self.recent.maxlen)
+        self.skip = DecidedInputs(self.raw_topic, topic_id)
+        gone = list(self.decided_end)
+        self.decided_end = {}
+        return gone
 
     def already_decided(self, origin: Origin) -> bool:
         """True for an input whose envelope is already out; a second redelivery is caught too."""
@@ -98,4 +116,4 @@ class Progress:
         snapshot taken before they are met again must still name them decided.
         """
         return Frontier(dict(self.decided_end), {t: dict(ends) for t, ends in self.output_end.items()},
-                        self.skip.beyond(self.decided_end))
+                        self.skip.beyond(self.decided_end), self.raw_topic_id)

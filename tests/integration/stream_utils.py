@@ -73,6 +73,7 @@ class Names:
             "SIEVE_KAFKA__ACCEPTED_TOPIC": f"{self.base}.accepted",
             "SIEVE_KAFKA__REJECTED_TOPIC": f"{self.base}.rejected",
             "SIEVE_KAFKA__DEAD_LETTER_TOPIC": f"{self.base}.dead-letter",
+            "SIEVE_KAFKA__SCORED_TOPIC": f"{self.base}.scored",
             "SIEVE_KAFKA__GROUP_ID": self.group,
             "SIEVE_KAFKA__PARTITIONS": str(partitions),
             "SIEVE_KAFKA__BATCH_MAX": "32",
@@ -92,7 +93,7 @@ class Names:
                              accepted_topic=e["SIEVE_KAFKA__ACCEPTED_TOPIC"],
                              rejected_topic=e["SIEVE_KAFKA__REJECTED_TOPIC"],
                              dead_letter_topic=e["SIEVE_KAFKA__DEAD_LETTER_TOPIC"], group_id=self.group,
-                             partitions=partitions)
+                             scored_topic=e["SIEVE_KAFKA__SCORED_TOPIC"], partitions=partitions)
 
     @property
     def outputs(self) -> list[str]:
@@ -102,14 +103,15 @@ class Names:
 class WorkerProcess:
     """`sieve run` as a real subprocess, its log in a file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, cwd: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, cwd: Path, role: str | None = None) -> None:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("SIEVE_")}
         full_env.update(env)
         full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         self.log_path = log_path
         self._log = open(log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "run", "--no-progress"], env=full_env,
-                                     cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT)
+        role_args = ["--role", role] if role else []
+        self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "run", "--no-progress", *role_args],
+                                     env=full_env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT)
         self.metrics_port: int | None = None
 
     def log(self) -> str:
@@ -117,6 +119,13 @@ class WorkerProcess:
 
     def wait_ready(self, timeout: float = WORKER_START_TIMEOUT) -> None:
         """Wait until /readyz answers 200 (recovery done, consuming)."""
+        self._wait_readyz((200,), "ready", timeout)
+
+    def wait_serving(self, timeout: float = WORKER_START_TIMEOUT) -> None:
+        """Wait until the process serves /readyz at all (a standby decider answers 503)."""
+        self._wait_readyz((200, 503), "serving", timeout)
+
+    def _wait_readyz(self, statuses: tuple[int, ...], what: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -124,10 +133,13 @@ class WorkerProcess:
             if self.metrics_port is None:
                 m = re.search(r"metrics on http://[^:]+:(\d+)/metrics", self.log())
                 self.metrics_port = int(m.group(1)) if m else None
-            if self.metrics_port is not None and self.http("/readyz")[0] == 200:
+            if self.metrics_port is not None and self.http("/readyz")[0] in statuses:
                 return
             time.sleep(0.1)
-        raise AssertionError(f"worker not ready after {timeout}s:\n{self.log()[-4000:]}")
+        raise AssertionError(f"worker not {what} after {timeout}s:\n{self.log()[-4000:]}")
+
+    def ready(self) -> bool:
+        return self.metrics_port is not None and self.http("/readyz")[0] == 200
 
     def http(self, path: str) -> tuple[int, str]:
         try:
@@ -165,13 +177,9 @@ def produce(bootstrap: str, topic: str, payloads: list[bytes], *, partition: int
 
 
 def output_count(bootstrap: str, topics: list[str]) -> int:
-    """How many records the output topics hold now (sum of end offsets)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
-        return sum(consumer.end_offsets(tps).values()) if tps else 0
-    finally:
-        consumer.close()
+    """How many committed records the output topics hold now (read ``read_committed``: the
+    workers write in transactions, so end offsets also count commit markers and aborted records)."""
+    return len(read_outputs(bootstrap, topics))
 
 
 def wait_for_outputs(bootstrap: str, topics: list[str], expected: int, worker: WorkerProcess | None = None,
@@ -197,8 +205,9 @@ class Output:
 
 
 def read_outputs(bootstrap: str, topics: list[str]) -> list[Output]:
-    """Every record of the output topics, from the beginning to the current end."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+    """Every committed record of the output topics, from the beginning to the current end
+    (``read_committed``, as every consumer of Sieve's outputs reads)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed",
                              max_partition_fetch_bytes=2 * 1024 * 1024)
     try:
         tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]

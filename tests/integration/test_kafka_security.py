@@ -79,13 +79,24 @@ def test_the_broker_refuses_wrong_credentials_untrusted_certificates_and_plainte
 
 
 def output_count(kafka: KafkaSettings) -> int:
+    """Committed records on the output topics (read_committed: the worker writes in transactions,
+    so end offsets would count commit markers too)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(enable_auto_commit=False, **client_kwargs(kafka))
+    consumer = KafkaConsumer(enable_auto_commit=False, isolation_level="read_committed", **client_kwargs(kafka))
     try:
         topics = [kafka.accepted_topic, kafka.rejected_topic, kafka.dead_letter_topic]
         tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
-        return sum(consumer.end_offsets(tps).values()) if tps else 0
+        if not tps:
+            return 0
+        end = consumer.end_offsets(tps)
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        n, deadline = 0, time.monotonic() + 30
+        while any(consumer.position(tp) < end[tp] for tp in tps) and time.monotonic() < deadline:
+            for tp, records in consumer.poll(timeout_ms=500).items():
+                n += sum(1 for r in records if r.offset < end[tp])
+        return n
     finally:
         consumer.close()
 

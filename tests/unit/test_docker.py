@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 COMPOSE = DOCKER / "compose.yaml"
 DASHBOARD = DOCKER / "grafana" / "dashboards" / "sieve.json"
-PROFILES = ("gpu", "trainer", "replay")
+PROFILES = ("gpu", "trainer", "replay", "single")
 #: The metrics issue 6 asks the dashboard to show.
 PLANNED_METRICS = {
     "sieve_examples_total", "sieve_stage_seconds_bucket", "sieve_stage_examples_total", "sieve_batch_size_bucket",
@@ -132,7 +132,7 @@ def test_compose_runs_kafka_in_kraft_mode_without_zookeeper():
 def test_every_sieve_container_runs_a_real_sieve_command_with_valid_arguments():
     parser = build_parser()
     commands = {name: svc["command"] for name, svc in sieve_services().items()}
-    assert {"worker", "worker-gpu", "batcher", "trainer"} <= set(commands)
+    assert {"scorer", "scorer-gpu", "decider", "worker", "batcher", "trainer"} <= set(commands)
     for name, command in commands.items():
         assert isinstance(command, list), f"{name}: use the exec form so arguments are not re-split"
         if command[0] == "sieve":
@@ -142,6 +142,21 @@ def test_every_sieve_container_runs_a_real_sieve_command_with_valid_arguments():
             assert command[:2] == ["python", "examples/trainer_consumer.py"], name
             trainer_module().build_parser().parse_args(command[2:])
     assert commands["worker"] == ["sieve", "run"] and commands["batcher"] == ["sieve", "batcher"]
+    roles = {name: parser.parse_args(c[1:]).role for name, c in commands.items() if c[:2] == ["sieve", "run"]}
+    assert roles == {"scorer": "score", "scorer-gpu": "score", "decider": "decide", "worker": None}
+
+
+def test_compose_runs_scorers_two_deciders_and_keeps_the_single_worker_apart():
+    """Issue 12: N scorers (GPU ones from the CUDA image), two deciders (owner and standby); the
+    `--role all` worker only in its own profile, since it must not write next to deciders."""
+    services = compose()["services"]
+    assert services["scorer"]["deploy"]["replicas"] >= 2 and services["decider"]["deploy"]["replicas"] == 2
+    assert services["scorer"]["environment"]["OMP_NUM_THREADS"] == "1"
+    gpu = services["scorer-gpu"]
+    assert gpu["image"] == "sieve:cuda" and gpu["profiles"] == ["gpu"]
+    assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    assert services["worker"]["profiles"] == ["single"]
+    assert all("volumes" not in services[n] for n in ("scorer", "decider"))  # state comes from the topics
 
 
 def test_image_commands_are_the_ones_the_readme_runs_locally():
@@ -249,12 +264,14 @@ def test_build_context_holds_every_package_and_leaves_out_the_rest():
 def test_prometheus_scrapes_the_workers_and_the_batcher():
     config = yaml.safe_load((DOCKER / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    (worker_sd,) = jobs["sieve-worker"]["dns_sd_configs"]
-    assert worker_sd["names"] == ["worker"] and worker_sd["port"] == 9108
+    for job, name in (("sieve-worker", "worker"), ("sieve-scorer", "scorer"), ("sieve-decider", "decider")):
+        (sd,) = jobs[job]["dns_sd_configs"]
+        assert sd["names"] == [name] and sd["port"] == 9108, job
     assert jobs["sieve-batcher"]["static_configs"][0]["targets"] == ["batcher:9108"]
     services = compose()["services"]
-    assert "9108" in services["worker"]["expose"] and "9108" in services["batcher"]["expose"]
-    assert "worker" in services["worker-gpu"]["networks"]["default"]["aliases"]
+    for name in ("worker", "scorer", "decider", "batcher"):
+        assert "9108" in services[name]["expose"], name
+    assert "scorer" in services["scorer-gpu"]["networks"]["default"]["aliases"]
     assert "./prometheus.yml:/etc/prometheus/prometheus.yml:ro" in services["prometheus"]["volumes"]
 
 

@@ -133,3 +133,22 @@ def test_features_round_trip_exactly_through_json():
         Features.from_dict({"embeding": ""})
     with pytest.raises(ValueError, match="'embedding' has a bad value"):
         Features.from_dict({"embedding": "abc"})
+
+
+def test_a_model_embedding_travels_as_float16_and_comes_back_bit_for_bit():
+    """The model stage stores float16 values (half_precision): the wire form is half the bytes of
+    float32, and the decider gets the very vector the scorer had, so the roles decide alike."""
+    from quality.features import HALF_PREFIX, half_precision
+
+    rng = np.random.default_rng(1)
+    emb = rng.normal(size=384).astype(np.float32)
+    emb = half_precision(emb / np.linalg.norm(emb))
+    wire = Features(embedding=emb).to_dict()["embedding"]
+    whole = Features(embedding=emb + 1e-7).to_dict()["embedding"]  # not float16 values: float32 on the wire
+    assert wire.startswith(HALF_PREFIX) and len(wire) < 0.55 * len(whole)
+    back = Features.from_dict(orjson.loads(orjson.dumps({"embedding": wire}))).embedding
+    assert back.dtype == np.float32
+    np.testing.assert_array_equal(back, emb)
+    full = rng.normal(size=384).astype(np.float32)  # not float16 values: sent whole, still exact
+    np.testing.assert_array_equal(Features.from_dict(Features(embedding=full).to_dict()).embedding, full)
+    assert float(np.dot(emb, emb)) == pytest.approx(1.0, abs=2e-3)  # rounding keeps it a unit vector, nearly

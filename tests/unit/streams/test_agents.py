@@ -65,9 +65,10 @@ def test_raw_from_event_keeps_bytes_origin_and_key():
 def test_recent_origins_forgets_the_oldest():
     recent = RecentOrigins(maxlen=3)
     for i in range(5):
-        recent.add(("t", 0, i))
-    recent.add(("t", 0, 4))  # a repeat does not push anything out
-    assert len(recent) == 3 and ("t", 0, 1) not in recent and ("t", 0, 2) in recent and ("t", 0, 4) in recent
+        recent.add(("t", "id", 0, i))
+    recent.add(("t", "id", 0, 4))  # a repeat does not push anything out
+    assert len(recent) == 3 and ("t", "id", 0, 1) not in recent and ("t", "id", 0, 2) in recent
+    assert ("t", "id", 0, 4) in recent and ("t", "other-id", 0, 4) not in recent
 
 
 def test_the_frontier_keeps_inputs_found_decided_that_the_worker_has_not_met_again(cheap_pipeline):
@@ -87,7 +88,7 @@ def test_the_frontier_keeps_inputs_found_decided_that_the_worker_has_not_met_aga
     skip = DecidedInputs(raw)
     skip.add_range(0, 10, 20)  # the restored frontier of partition 0
     for offset in (50, 51, 52):  # tail envelopes of partition 1, past its committed offset
-        skip.add((raw, 1, offset))
+        skip.add((raw, None, 1, offset))
     worker = StreamWorker(settings, cheap_pipeline(), SieveMetrics(CollectorRegistry()),
                           RecoveryResult(skip=skip, decided_end={0: 20}))
     assert worker.frontier().decided_end == {0: 20} and worker.frontier().pending == {1: [(50, 53)]}
@@ -105,6 +106,47 @@ def test_the_frontier_keeps_inputs_found_decided_that_the_worker_has_not_met_aga
     asyncio.run(worker._handle_batch([event(1, 50, b"{}"), event(1, 51, b"{}"), event(1, 53, b"not json")]))
     assert worker.frontier().decided_end == {0: 20, 1: 54}
     assert worker.frontier().pending == {}  # 52 is below the new end: decided, and no longer pending
+
+
+def test_readiness_says_what_is_missing(cheap_pipeline):
+    """/readyz's answer: recovered and consuming, the broker answering, the raw topic there, a partition assigned."""
+    import time
+
+    from prometheus_client import CollectorRegistry
+
+    from streams.config import Settings
+    from streams.metrics import SieveMetrics
+    from streams.worker import StreamWorker
+    from streams.worker.topic_identity import RawTopicIdentity, TopicWatch
+
+    settings = load(Settings, env={})
+    worker = StreamWorker(settings, cheap_pipeline(), SieveMetrics(CollectorRegistry()))
+    assert worker.readiness() == (False, "recovering or not consuming yet")
+    worker.ready = True
+    assert worker.readiness() == (True, "ready")  # no broker checks attached (unit use)
+
+    async def never(state, old):  # noqa: ANN001
+        raise AssertionError("no switch here")
+
+    identity = RawTopicIdentity(TopicWatch(settings.kafka, settings.kafka.raw_topic), "id-1", never, interval_s=5.0)
+    worker.identity, worker.assigned = identity, lambda: True
+    try:
+        ok, why = worker.readiness()
+        assert not ok and "does not answer (no answer yet)" in why
+        identity.last_ok = time.monotonic()
+        assert worker.readiness() == (True, "ready")
+        identity.last_error = "KafkaTimeoutError: Unable to bootstrap"
+        assert "does not answer (KafkaTimeoutError" in worker.readiness()[1]
+        identity.last_error, identity.missing = None, True
+        assert "does not exist" in worker.readiness()[1]
+        identity.missing = False
+        identity.last_ok = time.monotonic() - 3 * identity.interval_s - 1  # no answer for three intervals
+        assert not worker.readiness()[0]
+        identity.last_ok = time.monotonic()
+        worker.assigned = lambda: False
+        assert worker.readiness() == (False, f"no partition of {settings.kafka.raw_topic} is assigned to this worker")
+    finally:
+        identity.close()
 
 
 def _worker(pipeline):
