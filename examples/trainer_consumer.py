@@ -154,15 +154,24 @@ class Revocations:
 
 
 def later_manifests(manifest_path: Path, manifest: dict[str, Any], root: Path | None = None) -> list[dict[str, Any]]:
-    """Manifests of the batches closed after this one in the same batch directory (they carry its revocations)."""
+    """Manifests of the batches closed after this one in the same batch directory (they carry its revocations).
+
+    Raises:
+        RuntimeError: one of them cannot be read: it may revoke ids of this batch, so loading without it
+            could train on examples an operator took out.
+    """
     batches_dir = root if root is not None else manifest_path.resolve().parent.parent
     later = []
     for path in sorted(batches_dir.glob("*/manifest.json")):
+        if not path.parent.name[:1].isdigit():  # .tmp-<id>/: a close that never finished, never announced
+            continue
         try:
             other = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(other, dict) and isinstance(other.get("seq"), int) and other["seq"] > manifest["seq"]:
+            seq = other["seq"]
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise RuntimeError(f"cannot read {path} ({exc}); it may revoke ids of this batch: fix or remove it") \
+                from None
+        if seq > manifest["seq"]:
             later.append(other)
     return later
 

@@ -210,7 +210,7 @@ def commands(snippet: Snippet) -> list[Command]:
         start, text = i, lines[i]
         while text.rstrip().endswith("\\") and i + 1 < len(lines):
             i += 1
-            text = text.rstrip()[:-1] + " " + lines[i].strip()
+            text = text.rstrip()[:-1].rstrip() + " " + lines[i].strip()
         i += 1
         text = strip_comment(text.strip())
         if not text:

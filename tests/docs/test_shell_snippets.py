@@ -1,0 +1,64 @@
+"""Every command of a ```bash / ```sh block that needs no broker runs in the sandbox and exits 0.
+
+Commands that need a broker run in tests/docs/test_stream_snippets.py; the ones no test can run
+are in tests/docs/allowlist.py with the reason. How a command is run, and the little the
+harness swaps (a placeholder batch, a port), is tests/docs/runner.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from allowlist import allow_listed
+from conftest import BATCH_SHAPES, REVOKED_ID
+from runner import batch_runs, clean_env, needs_broker, run_id, run_once, run_service, script, service_of
+from snippets import Command, shell_commands
+
+pytestmark = pytest.mark.docs
+
+FILE_RUNS = batch_runs([c for c in shell_commands() if not allow_listed(c) and not needs_broker(c)], BATCH_SHAPES)
+
+
+def option(command: Command, name: str) -> str | None:
+    words = command.words
+    return words[words.index(name) + 1] if name in words and words.index(name) + 1 < len(words) else None
+
+
+def check_effect(command: Command, shape: str | None, output: str, sandbox) -> None:
+    """What the command must have done, beyond exiting 0, where the page says so."""
+    program, root = command.program, sandbox.root
+    if command.is_help:
+        assert "usage:" in output, output[-2000:]
+    elif program == "sieve curate":
+        summary = json.loads((root / option(command, "--out") / "summary.json").read_text())
+        assert summary["total"] > 0 and sum(summary["decisions"].values()) == summary["total"], summary
+        if option(command, "--batches"):
+            assert (root / option(command, "--batches") / "_state").is_dir()
+    elif program == "sieve score":
+        assert (root / option(command, "--out")).read_text().count("\n") > 0
+    elif program == "sieve batches list":
+        for batch in (root / "sieve-batches").glob("0*"):
+            assert batch.name in output, output
+    elif program == "sieve config":
+        assert '"kafka"' in output, output
+    elif program == "python examples/trainer_consumer.py":
+        assert "files verified" in output, output
+        if shape == "mixed":  # the next manifest beside it revokes an id of this batch
+            assert "dropped 1 rows of this batch that operators revoked since" in output, output
+        if shape == "pairs-only-revoking":
+            assert f"revoked: {REVOKED_ID} of batch {sandbox.batches['mixed'].name}" in output, output
+
+
+@pytest.mark.parametrize(("command", "shape"), FILE_RUNS, ids=[run_id(r) for r in FILE_RUNS])
+def test_documented_command_runs(sandbox, command, shape, tmp_path):
+    batch = str(sandbox.batches[shape].relative_to(sandbox.root)) if shape else None
+    code, env = script(command, batch=batch), clean_env(sandbox.env)
+    service = service_of(command)
+    if service is not None:
+        rc, output = run_service(code, service, sandbox.root, env, tmp_path / "service.log")
+    else:
+        proc = run_once(code, sandbox.root, env)
+        rc, output = proc.returncode, proc.stdout + proc.stderr
+    assert rc == 0, f"{command.id}: `{command.text}` exited {rc}:\n{output[-4000:]}"
+    check_effect(command, shape, output, sandbox)
