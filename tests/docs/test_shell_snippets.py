@@ -62,3 +62,27 @@ def test_documented_command_runs(sandbox, command, shape, tmp_path):
         rc, output = proc.returncode, proc.stdout + proc.stderr
     assert rc == 0, f"{command.id}: `{command.text}` exited {rc}:\n{output[-4000:]}"
     check_effect(command, shape, output, sandbox)
+
+
+ALLOWED_OWN = [c for c in shell_commands() if allow_listed(c) and c.words[0] in ("sieve", "python")
+               and c.program != "python -m pytest"]
+
+
+@pytest.mark.parametrize("command", ALLOWED_OWN, ids=[f"{c.id} {c.program}" for c in ALLOWED_OWN])
+def test_a_command_that_cannot_run_here_still_parses(sandbox, command):
+    """An allow-listed command of Sieve's own is not run, but its words must still be what the program
+    takes: the real argument parser accepts them (`sieve`), or its --help names every option used."""
+    if command.words[0] == "sieve":
+        from streams.cli import build_parser
+
+        try:
+            args = build_parser().parse_args(command.words[1:])
+        except SystemExit as exc:
+            pytest.fail(f"{command.id}: `{command.text}` is not a valid sieve command line (exit {exc.code})")
+        assert args.func is not None
+    help_code = " ".join(command.words[:2] if command.words[0] == "python" else command.program.split()) + " --help"
+    proc = run_once(help_code, sandbox.root, clean_env(sandbox.env))
+    assert proc.returncode == 0 and "usage:" in proc.stdout, proc.stderr[-2000:]
+    for word in command.words:
+        if word.startswith("--"):
+            assert word.split("=")[0] in proc.stdout, f"{command.id}: {word} is not an option of {command.program}"

@@ -18,12 +18,13 @@ import re
 import shutil
 import subprocess
 import tomllib
+from pathlib import Path
 
 import pytest
 import yaml
 from allowlist import ALLOWED, allow_listed
 from conftest import ROOT
-from snippets import LANGUAGES, Snippet, commands, parse_page, shell_commands, snippets
+from snippets import LANGUAGES, Snippet, commands, pages, parse_page, shell_commands, snippets
 
 pytestmark = pytest.mark.docs
 
@@ -192,3 +193,23 @@ def test_the_promql_check_catches_a_wrong_name_and_a_syntax_error(tmp_path):
     assert unknown_series("sum(rate(sieve_examples_totl[5m]))", known) == {"sieve_examples_totl"}
     assert not unknown_series("histogram_quantile(0.5, sum by (le) (rate(sieve_score_bucket[5m])))", known)
     assert promtool_check([("bad", "sum(rate(sieve_examples_total[5m])")], tmp_path).returncode != 0
+
+
+# ---------------------------------------------------------------------------------------------- links
+
+
+def relative_links(page: Path) -> list[tuple[int, str]]:
+    """``(line, target)`` of every Markdown link to a file of the repository (not http, not an anchor alone)."""
+    out = []
+    for n, line in enumerate(page.read_text(encoding="utf-8").split("\n"), start=1):
+        for target in re.findall(r"\]\(([^)\s]+)\)", line):
+            if not re.match(r"^(https?:|mailto:|#)", target):
+                out.append((n, target.split("#")[0]))
+    return out
+
+
+@pytest.mark.parametrize("page", pages(), ids=[str(p.relative_to(ROOT)) for p in pages()])
+def test_every_relative_link_of_a_page_leads_to_a_file(page):
+    broken = [f"{page.relative_to(ROOT)}:{n}: {target}" for n, target in relative_links(page)
+              if not (page.parent / target).exists()]
+    assert not broken, f"links to nothing: {broken}"
