@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import signal
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -55,14 +56,23 @@ def announcements(bootstrap: str, topic: str, n: int) -> list[dict]:
 
 
 def reset_trainer_group(bootstrap: str) -> None:
-    """The docs' trainer uses the group ``trainer``: forget its offsets so each run reads every batch."""
+    """The docs' trainer uses the group ``trainer``: forget its offsets so each run reads every batch.
+
+    The group coordinator may still be loading, or the last trainer's leave not yet applied: such
+    answers are retried until ``RECV_TIMEOUT``."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    deadline, result = time.monotonic() + RECV_TIMEOUT, None
     try:
-        results = admin.delete_groups(["trainer"])
-        for group, result in (results.items() if isinstance(results, dict) else results):
-            assert str(getattr(result, "__name__", result)) in ("OK", "GroupIdNotFoundError"), (group, result)
+        while time.monotonic() < deadline:
+            results = admin.delete_groups(["trainer"])
+            (result,) = dict(results).values()
+            result = str(getattr(result, "__name__", result))
+            if result in ("OK", "GroupIdNotFoundError"):
+                return
+            time.sleep(0.5)
     finally:
         admin.close()
+    raise AssertionError(f"could not delete the consumer group 'trainer': {result}")
 
 
 @pytest.fixture(scope="module")
