@@ -48,9 +48,6 @@ ALLOWED: tuple[Allowed, ...] = (
     Allowed("docs/security.md", r"^sieve run$", "needs the SASL_SSL cluster the exports name; "
                                                 "tests/integration/test_kafka_security.py runs the worker over "
                                                 "SASL_SSL from settings alone"),
-    Allowed("docs/batches.md", r"^from trl import ",
-            "needs trl and a causal language model, neither a dependency of Sieve nor cached here; "
-            "the block above loads the splits it hands over, on batches with and without pairs and validation rows"),
 )
 
 
