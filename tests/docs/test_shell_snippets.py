@@ -8,6 +8,7 @@ harness swaps (a placeholder batch, a port), is tests/docs/runner.py.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from allowlist import allow_listed
@@ -40,8 +41,11 @@ def check_effect(command: Command, shape: str | None, output: str, sandbox) -> N
     elif program == "sieve batches list":
         for batch in (root / "sieve-batches").glob("0*"):
             assert batch.name in output, output
-    elif program == "sieve config":
-        assert '"kafka"' in output, output
+    elif program == "sieve config":  # what the block exported is what the check shows
+        exported = dict(re.findall(r"SIEVE_KAFKA__(\w+)=([^\s\"$]+)", " ".join(command.env)))
+        assert exported or '"kafka"' in output, output
+        for key, value in exported.items():
+            assert f'"{key.lower()}": "{value}"' in output, f"{key}={value} not shown:\n{output}"
     elif program == "python examples/trainer_consumer.py":
         assert "files verified" in output, output
         if shape == "mixed":  # the next manifest beside it revokes an id of this batch
