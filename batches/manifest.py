@@ -210,20 +210,30 @@ def batch_statistics(envelopes: Sequence[Mapping[str, Any]], refusals: RefusalCo
     """The manifest's statistics of the accepted examples, and the raw series the report plots.
 
     Returns:
-        ``(stats, series)``: ``stats`` holds distributions, balance and the refusal
-        share; ``series`` holds every score and length value, by name.
+        ``(stats, series)``: ``stats`` holds distributions, balance, the refusal share, the
+        PII redactions (examples with any, findings by kind: counts, never a distribution)
+        and the examples whose transcript-style prompt was split into turns, by convention;
+        ``series`` holds every score and length value, by name.
     """
     scores: dict[str, list[float]] = {}
     lengths: dict[str, list[int]] = {}
     sources, categories, kinds = Counter(), Counter(), Counter()
     refused = 0
     content = Counter()
+    pii, pii_examples, converted = Counter(), 0, Counter()
     for env in envelopes:
         ex = env["example"]
         kinds[kind_of(ex)] += 1
+        redacted = 0
         for name, value in (env.get("scores") or {}).items():
             if isinstance(value, numbers.Real) and not isinstance(value, bool):  # numpy scalars too
                 scores.setdefault(name, []).append(float(value))
+                if name.startswith("pii_"):  # also summed by kind, with the examples that had any
+                    pii[name[4:]] += int(value)
+                    redacted += int(value)
+        pii_examples += redacted > 0
+        for convention in set((env.get("converted") or {}).values()):
+            converted[str(convention)] += 1
         for name, value in lengths_of(ex).items():
             lengths.setdefault(name, []).append(value)
         sources[env.get("source") or "unknown"] += 1
@@ -243,6 +253,8 @@ def batch_statistics(envelopes: Sequence[Mapping[str, Any]], refusals: RefusalCo
                      "judged_on": "last assistant turn (sft), chosen side (preference)",
                      "filter": dict(refusals.version())},
         "content_duplicates_in_batch": sum(c - 1 for c in content.values()),
+        "pii_redactions": {"examples": pii_examples, "by_kind": dict(sorted(pii.items()))},
+        "transcripts_converted": dict(sorted(converted.items())),
         "pipeline_versions": _versions(envelopes),
     }
     return stats, {"scores": {k: v for k, v in scores.items() if k not in counted}, "lengths": lengths}

@@ -4,8 +4,9 @@ The page embeds its plots as PNG data URIs (no other files, no scripts):
 score histograms, length histograms, source and category mix, rejection reasons
 over the batch's window (totals and, when the window spans several minutes, over
 time) and duplicate rates; counted scores (PII redactions by kind) are a table of
-counts, not histograms. It shows aggregates only, never example content. The plot
-helpers are shared with the file-mode run report (:mod:`batches.plots`).
+counts, not histograms, and so are the transcripts split into turns. It shows aggregates
+only, never example content. The plot helpers are shared with the file-mode run report
+(:mod:`batches.plots`).
 """
 
 from __future__ import annotations
@@ -114,6 +115,9 @@ def render_report(manifest: Mapping[str, Any], series: Mapping[str, Mapping[str,
                                f"(validation ratio {manifest['split']['validation_ratio']})"),
         ("by kind", ", ".join(f"{k}: {v['train']} + {v['validation']}" for k, v in counts["by_kind"].items())),
         ("refusal share", f"{100 * refusals['share']:.2f}% ({refusals['count']})"),
+        ("transcripts split into turns", ", ".join(f"{k}: {n}" for k, n in
+                                                   (manifest["stats"].get("transcripts_converted") or {}).items())
+         or "none"),
         ("window", f"{window['start']} to {window['end']}; decisions {window['decisions']}"),
         *[(f"{name} (counted)", f"{c['total']:g} in {c['examples']} example(s)")
           for name, c in sorted((manifest["stats"].get("score_counts") or {}).items())],

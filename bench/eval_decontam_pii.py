@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 
-from quality.filters.pii import DETECTORS, redact  # noqa: E402
+from quality.privacy import DETECTORS, STRICT  # noqa: E402
 
 URL = re.compile(r"(?i)\b(?:https?://|www\.)[^\s<>\"]+")
 ANSWER = "Here is a careful answer to the request above, written out in plain sentences for the reader."
@@ -57,7 +57,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def contact_kinds(text: str) -> set[str]:
-    kinds = set(redact(text)[1])
+    kinds = set(STRICT.redact(text)[1])
     return kinds | ({"url"} if URL.search(text) else set())
 
 

@@ -57,6 +57,8 @@ def build_pipeline(settings=None, *, score_mode: bool = False, registry: Registr
                    overrides=None) -> Pipeline:
     """The pipeline of ``settings``; ``overrides`` is an :class:`~quality.overrides.OverrideBook` (file mode)."""
     settings = settings or PipelineSettings()
+    pii = getattr(settings, "pii", None)  # dead letters are redacted whether or not the PII stage runs
     return Pipeline(build_stages(settings, registry), max_message_bytes=settings.max_message_bytes,
                     format=settings.format, score_mode=score_mode, dedup_window_s=settings.dedup_window_s,
-                    overrides=overrides)
+                    overrides=overrides, transcripts=settings.transcripts,
+                    dead_letters=pii.dead_letters() if pii is not None else None)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
+from quality.records.transcript import CONVENTIONS
 from quality.registry import REGISTRY, Registry, discover
 
 T = TypeVar("T")
@@ -36,6 +37,13 @@ class CoreSettings:
     format: str | None = None  # alpaca / openai / sharegpt / preference; None = detect per record
     stages: tuple[str, ...] = ()  # stage names in run order; empty = every registered stage by rank
     dedup_window_s: float = 0.0  # forget accepted examples older than this, in input time (0 = never)
+    transcripts: tuple[str, ...] = tuple(CONVENTIONS)  # transcript-style prompts split into turns; empty = none
+
+    def __post_init__(self) -> None:
+        unknown = [c for c in self.transcripts if c not in CONVENTIONS]
+        if unknown:
+            raise ValueError(f"pipeline.transcripts: unknown convention(s) {unknown}; known: {sorted(CONVENTIONS)} "
+                             "(an empty list converts nothing)")
 
 
 def pipeline_settings_class(registry: Registry) -> type:

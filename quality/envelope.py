@@ -2,8 +2,11 @@
 
 Both drivers write what :meth:`Decision.envelope` builds and :func:`encode_output`
 encodes: file mode (``quality/filemode/``) without a size limit, the stream worker
-with ``kafka.max_output_bytes``. A dead letter carries its raw payload (UTF-8 text or
-base64, cut past :data:`DEAD_LETTER_RAW_BYTES`) and the error text.
+with ``kafka.max_output_bytes``. A dead letter carries its raw payload and the error text,
+PII-redacted by default (:class:`~quality.privacy.DeadLetterPrivacy`: the decision's
+``privacy``, which the pipeline sets from ``[pipeline.pii]``; a decision built without one
+is redacted with the defaults), cut past :data:`DEAD_LETTER_RAW_BYTES`. An example whose
+transcript-style prompt was split into turns says so in ``converted`` (field -> convention).
 
 Encoding is total (:func:`encode_decision`): whatever a decision holds, it gives bytes
 that orjson writes and reads back. A decision whose envelope cannot be written (a lone
@@ -17,12 +20,12 @@ decision it returns through :func:`writable`, so both drivers write the same thi
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
 import orjson
 
+from quality.privacy import DEFAULT_DEAD_LETTERS, DeadLetterPrivacy
 from quality.reasons import Reason
 from quality.records import Example
 
@@ -44,9 +47,14 @@ class Decision:
     raw: bytes | str | None = None
     error: str | None = None
     overridden: dict[str, Any] | None = None  # an operator's override: who, why, what it overruled
+    # how a dead letter's payload, error and example are written (None: redacted, the defaults)
+    privacy: DeadLetterPrivacy | None = None
+    # a dead letter's written fields, computed once (redaction is not free); its findings go to scores
+    _dead_letter: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def envelope(self, versions: Mapping[str, Any]) -> dict[str, Any]:
         """The output record of the design: one per input, on one of the three outputs."""
+        dead = self.dead_letter_fields() if self.decision == "dead_letter" else None
         env: dict[str, Any] = {
             "id": self.id,
             "decision": self.decision,
@@ -60,31 +68,34 @@ class Decision:
             env["source"] = self.example.source
             if self.example.metadata:
                 env["metadata"] = self.example.metadata
+            if self.example.converted:
+                env["converted"] = dict(self.example.converted)
         if self.details:
             env["details"] = self.details
         if self.overridden:
             env["overridden"] = self.overridden
-        if self.decision == "dead_letter":
-            env["error"] = self.error
-            env.update(_raw_fields(self.raw))
+        if dead is not None:
+            env.update(dead)
         return env
 
-
-def _raw_fields(raw: bytes | str | None) -> dict[str, Any]:
-    if raw is None:
-        return {"raw": None}
-    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
-    out: dict[str, Any] = {"raw_bytes": len(data)}
-    if len(data) > DEAD_LETTER_RAW_BYTES:
-        data = data[:DEAD_LETTER_RAW_BYTES]
-        out["raw_truncated"] = True
-    try:
-        out["raw"] = data.decode("utf-8")
-        out["raw_encoding"] = "utf-8"
-    except UnicodeDecodeError:
-        out["raw"] = base64.b64encode(data).decode("ascii")
-        out["raw_encoding"] = "base64"
-    return out
+    def dead_letter_fields(self) -> dict[str, Any]:
+        """A dead letter's ``error``, ``example``, ``metadata`` and ``raw*`` fields as written (redacted unless
+        ``privacy`` says ``keep``); the findings redacted are added to ``scores`` as ``pii_<kind>``, once."""
+        if self._dead_letter is None:
+            example = None
+            if self.example is not None:
+                example = {"example": self.example.canonical(), "metadata": dict(self.example.metadata)}
+            fields, counts = (self.privacy or DEFAULT_DEAD_LETTERS).fields(self.raw, self.error, example,
+                                                                         DEAD_LETTER_RAW_BYTES)
+            example = fields.pop("example")
+            if example is not None:
+                fields["example"] = example["example"]
+                if example["metadata"]:
+                    fields["metadata"] = example["metadata"]
+            for kind, n in counts.items():
+                self.scores[f"pii_{kind}"] = self.scores.get(f"pii_{kind}", 0.0) + n
+            self._dead_letter = fields
+        return self._dead_letter
 
 
 #: Error text kept in an envelope that had to be shrunk.
@@ -169,7 +180,7 @@ def stand_in(d: Decision, reason: Reason, error: str) -> Decision:
     error = safe_text(f"{error} (pipeline decision was {d.decision}: "
                       f"{', '.join(map(str, d.reasons)) or 'no reason'})", MAX_STAND_IN_ERROR_CHARS)
     return Decision(safe_text(d.id, 1024), "dead_letter", [reason.value], {}, safe_origin(d.origin), raw=d.raw,
-                    error=error)
+                    error=error, privacy=d.privacy)
 
 
 def unencodable(d: Decision, exc: BaseException) -> Decision:
@@ -183,8 +194,13 @@ def last_resort(stand: Decision, versions: Mapping[str, Any], exc: BaseException
     try:
         return dumps(stand.envelope(versions))
     except Exception:  # noqa: BLE001 - the bare envelope below holds only safe text
-        env = stand.envelope({})
-        env["versions"] = {"error": safe_text(f"{type(exc).__name__}: {exc}", MAX_STAND_IN_ERROR_CHARS)}
+        try:
+            env = stand.envelope({})
+            env["versions"] = {"error": safe_text(f"{type(exc).__name__}: {exc}", MAX_STAND_IN_ERROR_CHARS)}
+        except Exception as again:  # noqa: BLE001 - redacting failed: write nothing that could carry the payload
+            env = {"id": stand.id, "decision": "dead_letter", "reasons": stand.reasons, "scores": {}, "example": None,
+                   "origin": stand.origin, "raw": None, "versions": {"error": type(exc).__name__},
+                   "error": f"stage envelope: {type(again).__name__} while redacting (payload and error text withheld)"}
         return orjson.dumps(env)
 
 

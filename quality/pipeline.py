@@ -23,8 +23,9 @@ from quality import __version__
 from quality.envelope import Decision, DecisionKind, safe_origin, safe_text, writable
 from quality.normalize import normalize_example
 from quality.overrides import OverrideBook
+from quality.privacy import DEFAULT_DEAD_LETTERS, DeadLetterPrivacy
 from quality.reasons import Reason
-from quality.records import DEFAULT_MAX_MESSAGE_BYTES, Example, ParseFailure, RawRecord, parse
+from quality.records import CONVENTIONS, DEFAULT_MAX_MESSAGE_BYTES, Example, ParseFailure, RawRecord, parse
 from quality.stage import (ScoreSpec, Stage, StageBroken, StageStats, StatefulStage, Verdict, run_isolated,
                            stateful_stages, unmet_needs)
 from quality.state import DedupWindow, example_time
@@ -52,11 +53,16 @@ class Pipeline:
         overrides: operators' force-accept / force-reject by id
             (:class:`~quality.overrides.OverrideBook`), applied to each decision before
             the accepted examples are committed to the dedup state; not in score mode.
+        transcripts: conventions of transcript-style prompts split into turns at parse time
+            (:data:`~quality.records.CONVENTIONS`; empty: none).
+        dead_letters: how dead letters carry their payload, error and example
+            (:class:`~quality.privacy.DeadLetterPrivacy`; default: PII-redacted).
     """
 
     def __init__(self, stages: Sequence[Stage], *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                  format: str | None = None, score_mode: bool = False, dedup_window_s: float = 0.0,
-                 overrides: OverrideBook | None = None) -> None:
+                 overrides: OverrideBook | None = None, transcripts: Sequence[str] = tuple(CONVENTIONS),
+                 dead_letters: DeadLetterPrivacy | None = None) -> None:
         if max_message_bytes <= 0:
             raise ValueError(f"max_message_bytes must be > 0, got {max_message_bytes!r}")
         names = [s.name for s in stages]
@@ -69,13 +75,16 @@ class Pipeline:
         self.format = format
         self.score_mode = score_mode
         self.overrides = overrides if not score_mode else None
+        self.transcripts = tuple(transcripts)
+        self.dead_letters = dead_letters or DEFAULT_DEAD_LETTERS
         self.unmet = unmet_needs(self.stages)  # stages that pass everything for want of a feature
         self.parse_stats = StageStats("parse")
         self.decisions = Counter()   # decision -> count
         self.reasons = Counter()     # (decision, reason) -> count
 
     def versions(self) -> dict[str, Any]:
-        return {"pipeline": __version__, "stages": {s.name: s.version() for s in self.stages}}
+        return {"pipeline": __version__, "transcripts": list(self.transcripts),
+                "stages": {s.name: s.version() for s in self.stages}}
 
     def score_specs(self) -> dict[str, ScoreSpec]:
         """Every score the stages of this pipeline may write, with what it means."""
@@ -141,6 +150,8 @@ class Pipeline:
         for i, d in enumerate(decisions):
             if d is not None and d.raw is None:
                 d.raw = raws[i].payload  # an unencodable stand-in needs it; only dead letters write it
+            if d is not None:
+                d.privacy = self.dead_letters
         # accepted decisions were made writable before their commit; now the others
         out = [d if d.decision == "accepted" else writable(d, versions) for d in decisions if d is not None]
         assert len(out) == len(raws), "every input must get exactly one decision"
@@ -158,7 +169,8 @@ class Pipeline:
         for i, raw in enumerate(raws):
             step = "parse"
             try:
-                parsed = parse(raw, max_message_bytes=self.max_message_bytes, format=self.format)
+                parsed = parse(raw, max_message_bytes=self.max_message_bytes, format=self.format,
+                               transcripts=self.transcripts)
                 if isinstance(parsed, ParseFailure):
                     decisions[i] = Decision(parsed.id, "dead_letter", [parsed.reason.value], {}, raw.origin,
                                             raw=raw.payload, error=parsed.error)
@@ -192,7 +204,7 @@ class Pipeline:
             for i, _ in batch:  # what goes into the dedup state must also be writable to the accepted output
                 d = decisions[i]
                 if d is not None and d.decision == "accepted":
-                    d.raw = raws[i].payload
+                    d.raw, d.privacy = raws[i].payload, self.dead_letters
                     decisions[i] = d = writable(d, versions)
                     if d.decision == "accepted":
                         accepted.append(d.example)

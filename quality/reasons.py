@@ -44,6 +44,8 @@ class Reason(StrEnum):
     PAIR_PROMPT_MISMATCH = "pair_prompt_mismatch"
     PAIR_LOW_MARGIN = "pair_low_margin"
     PAIR_EMPTY_SIDE = "pair_empty_side"
+    # conversation structure
+    BAD_TURN_ORDER = "bad_turn_order"
     # an operator's override (quality/overrides/), not a stage
     OPERATOR_REJECTED = "operator_rejected"
 
@@ -64,8 +66,9 @@ DEAD_LETTER_REASONS = frozenset(
 
 DESCRIPTIONS: dict[Reason, str] = {
     Reason.INVALID_UTF8: "The payload is not valid UTF-8 (bad bytes, overlong forms, or a lone UTF-16 surrogate "
-                         "escape such as `\\ud800` in any string or key). The raw payload travels as text when it "
-                         "is UTF-8, else base64-encoded.",
+                         "escape such as `\\ud800` in any string or key). Such a payload cannot be redacted as "
+                         "text, so the dead letter keeps only its length and sha256 (base64 of the bytes with "
+                         "`pipeline.pii.dead_letter_raw = \"keep\"`).",
     Reason.INVALID_JSON: "The payload is not parseable JSON (one JSON object per message or line): also an empty "
                          "message (a Kafka tombstone), `NaN`/`Infinity`, and numbers that overflow a double (`1e400`).",
     Reason.NOT_AN_OBJECT: "The payload is valid JSON but not an object (a list, string, number...).",
@@ -78,8 +81,8 @@ DESCRIPTIONS: dict[Reason, str] = {
                              "the stage and the exception class. When every example of a batch fails and a "
                              "known-good canary fails too, the stage is broken and the worker stops instead.",
     Reason.UNENCODABLE: "The decision could not be written as JSON (`error` names the stage `envelope` and the "
-                        "exception); the envelope keeps only the id, origin and the raw payload (as text when it is "
-                        "UTF-8, else base64).",
+                        "exception); the envelope keeps only the id, origin and the raw payload (PII-redacted text "
+                        "when it is UTF-8, else its length and sha256).",
     Reason.EMPTY_PROMPT: "The prompt (instruction/user turns) is empty after normalization.",
     Reason.EMPTY_RESPONSE: "The response (last assistant turn, or a side of a pair) is empty after normalization.",
     Reason.TOO_SHORT: "The response is shorter than `min_response_chars` or `min_response_words`.",
@@ -99,6 +102,10 @@ DESCRIPTIONS: dict[Reason, str] = {
     Reason.PAIR_PROMPT_MISMATCH: "The chosen and rejected transcripts have different prompts.",
     Reason.PAIR_LOW_MARGIN: "The reward margin chosen - rejected is below `min_margin`.",
     Reason.PAIR_EMPTY_SIDE: "Chosen or rejected is empty.",
+    Reason.BAD_TURN_ORDER: "The turns are in an order a chat template refuses: a system turn not first, an "
+                           "assistant or tool turn first, a prompt ending with the assistant (pairs), two turns of "
+                           "one role in a row under `pipeline.turns.policy = \"reject\"` (the default merges them), "
+                           "or a transcript-style prompt whose turns do not alternate. The detail names the fault.",
     Reason.OPERATOR_REJECTED: "An operator force-rejected this id (`sieve review`); the envelope's `overridden` "
                               "says who, why and what the pipeline had decided.",
 }

@@ -17,8 +17,8 @@ plain text with one item per line; a directory stands for the files in it.
 else sees them (so no output carries unredacted text), which once turned a benchmark
 item's ``someone@example.com`` into ``[EMAIL]`` on the training side only, and a verbatim
 copy of an item with contact details no longer matched it. Benchmark items and the text
-checked here both go through the same redaction (every PII kind, whatever
-``pipeline.pii`` says), so a copy matches whether or not the PII stage ran, and
+checked here both go through the same redaction (every PII kind, reserved values such as
+``192.0.2.1`` too, whatever ``pipeline.pii`` says), so a copy matches whether or not the PII stage ran, and
 whatever contact details a copier swapped in.
 
 The stage checks every parsed example (``checks_rejected``): an example rejected
@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import orjson
 
-from quality.filters.pii import KINDS, redact
+from quality.privacy import STRICT
 from quality.reasons import Reason
 from quality.records import Example
 from quality.registry import register
@@ -62,8 +62,9 @@ def bench_tokens(text: str) -> list[str]:
 
 def comparable(text: str) -> str:
     """The text as the contamination measure sees it, benchmark item or example alike: PII
-    redacted with every detector, so redaction upstream cannot hide a copy."""
-    return redact(text, KINDS)[0]
+    redacted with every detector, reserved values too, so redaction upstream cannot hide a copy whatever the
+    PII stage kept."""
+    return STRICT.redact(text)[0]
 
 
 def ngram_hashes(toks: Sequence[str], n: int) -> np.ndarray:

@@ -5,7 +5,8 @@ kind of example, source and input file (and the deciding reason by source), and 
 every score and length value by kind and decision: distributions in ``summary.json``
 (:meth:`Summary.to_dict`), histograms in ``report.html`` (:meth:`Summary.report_series`).
 Scores that count things (``ScoreSpec.count``: PII redactions) are summed, not
-distributed.
+distributed; ``pii_redactions`` sums the ``pii_<kind>`` counts of every output by kind, dead
+letters' included.
 """
 
 from __future__ import annotations
@@ -118,6 +119,8 @@ class Summary:
             "scores": {n: distribution(self.series(n)) for n in plotted},
             "scores_by_kind": by_kind,
             "score_counts": counts,
+            # PII findings redacted in every output, dead letters included (their pii_* scores), by kind
+            "pii_redactions": {n[4:]: int(sum(self.series(n))) for n in self.score_names() if n.startswith("pii_")},
             "thresholds": pipeline.thresholds(),
             **({"unchecked": {s: unmet_needs_message(st, m) for s, m in pipeline.unmet.items()
                               for st in pipeline.stages if st.name == s}} if pipeline.unmet else {}),

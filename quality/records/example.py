@@ -8,6 +8,10 @@ Four input formats are recognised per message (or forced by configuration):
 * Preference (TRL style): ``{"prompt"?, "chosen", "rejected"}``, each a string or a message list;
   an optional ``rejected_prompt`` says what the rejected transcript's prompt was, when it may differ
 
+A one-turn prompt holding a whole transcript (hh-rlhf's ``"\n\nHuman: …"``, ChatML...), and the
+sides of a prompt-less pair given as transcripts, are split into turns (:mod:`quality.records.transcript`;
+``Example.converted`` / ``unconverted`` say so).
+
 :func:`parse` never raises: it returns an :class:`Example` or a :class:`ParseFailure`
 carrying a dead-letter reason and a human-readable error. Structural problems
 (missing fields, wrong types, empty lists) are failures; fields that are present but
@@ -18,12 +22,13 @@ Reading the JSON itself, so that whatever parses can be written back, is
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Mapping, Sequence
 
 from quality.features import Features
 from quality.reasons import Reason
 from quality.records.payload import MAX_JSON_DEPTH, PayloadError, read_payload
+from quality.records.transcript import CONVENTIONS, Unconverted, split_transcript
 
 Kind = Literal["sft", "preference"]
 FORMATS = ("alpaca", "openai", "sharegpt", "preference")
@@ -91,6 +96,9 @@ class Example:
     origin: Mapping[str, Any] = field(default_factory=dict)
     # set when an implicit-prompt pair had different prompts on its two sides
     rejected_prompt: tuple[Message, ...] | None = None
+    # transcripts split into turns (field -> convention), or left whole as their turns do not alternate (-> why)
+    converted: Mapping[str, str] = field(default_factory=dict, compare=False)
+    unconverted: Mapping[str, str] = field(default_factory=dict, compare=False)
     # what stages computed for later stages (content hash, MinHash signature, embedding,
     # scores: quality.features); not part of equality, not in the canonical form
     features: Features = field(default_factory=Features, compare=False, repr=False)
@@ -145,7 +153,8 @@ class _SchemaError(Exception):
 
 
 def parse(raw: RawRecord, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-          format: str | None = None, max_depth: int = MAX_JSON_DEPTH) -> Example | ParseFailure:
+          format: str | None = None, max_depth: int = MAX_JSON_DEPTH,
+          transcripts: Sequence[str] = tuple(CONVENTIONS)) -> Example | ParseFailure:
     """Turn one raw payload into an :class:`Example`, or say why it cannot be one.
 
     Whatever parses can also be written back out: lone UTF-16 surrogates anywhere
@@ -158,6 +167,8 @@ def parse(raw: RawRecord, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_message_bytes: payloads larger than this fail with ``too_large``.
         format: force one of :data:`FORMATS` instead of detecting it.
         max_depth: deepest nesting of arrays and objects (the top-level object is level 1).
+        transcripts: the conventions of transcript-style prompts split into turns
+            (:data:`~quality.records.transcript.CONVENTIONS`); empty: none.
     """
     fid = raw.fallback_id
     payload = raw.payload
@@ -184,7 +195,11 @@ def parse(raw: RawRecord, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                             f"conversations (ShareGPT) or chosen/rejected (preference); keys: {keys[:400]}",
                             raw.origin)
     try:
-        return _BUILDERS[fmt](obj, ex_id, raw.origin)
+        sides: dict[str, str] = {}
+        if fmt == "preference" and transcripts:
+            obj, sides = _transcript_sides(obj, transcripts)
+        ex = _BUILDERS[fmt](obj, ex_id, raw.origin)
+        return _converted(ex, transcripts, sides) if transcripts else ex
     except _SchemaError as exc:
         return ParseFailure(ex_id, Reason.SCHEMA_ERROR, f"{fmt}: {exc}", raw.origin)
     except KeyError:
@@ -333,7 +348,8 @@ def _preference(obj, ex_id, origin) -> Example:
                 rejected_prompt = other
     else:  # implicit prompt: both sides are whole conversations ending in the response
         if isinstance(obj["chosen"], str) or isinstance(obj["rejected"], str):
-            raise _SchemaError("without 'prompt', 'chosen' and 'rejected' must be message lists")
+            raise _SchemaError("without 'prompt', 'chosen' and 'rejected' must be message lists, or transcripts "
+                               f"in one of the conventions {sorted(CONVENTIONS)} whose turns alternate")
         for key, side in (("chosen", chosen), ("rejected", rejected)):
             if side[-1].role != "assistant" or len(side) < 2:
                 raise _SchemaError(f"'{key}' must be a conversation ending with an assistant turn")
@@ -343,6 +359,42 @@ def _preference(obj, ex_id, origin) -> Example:
             rejected_prompt = other
     return Example(ex_id, "preference", "preference", prompt, chosen, rejected, origin=origin,
                    rejected_prompt=rejected_prompt, **_common(obj))
+
+
+def _transcript_sides(obj: dict[str, Any], transcripts: Sequence[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """A pair without a prompt whose sides are transcript strings (hh-rlhf as published), as message lists."""
+    if obj.get("prompt") is not None or not isinstance(obj["chosen"], str) or not isinstance(obj["rejected"], str):
+        return obj, {}
+    obj, sides = dict(obj), {}
+    for key in ("chosen", "rejected"):
+        found = split_transcript(obj[key], transcripts, slot=False)
+        if found is None or isinstance(found, Unconverted):
+            return obj, {}
+        sides[key] = found[0]
+        obj[key] = [{"role": role, "content": content} for role, content in found[1]]
+    return obj, sides
+
+
+def _converted(ex: Example, transcripts: Sequence[str], sides: Mapping[str, str]) -> Example:
+    """``ex`` with a prompt that is one user turn holding a transcript split into its turns."""
+    converted, unconverted, changes = dict(sides), {}, {}
+    for key, prompt in (("prompt", ex.prompt_messages), ("rejected_prompt", ex.rejected_prompt or ())):
+        lead = 1 if prompt and prompt[0].role in ("system", "developer") else 0
+        if len(prompt) != lead + 1 or prompt[lead].role != "user":
+            continue
+        found = split_transcript(prompt[lead].content, transcripts)
+        if isinstance(found, Unconverted):
+            unconverted[key] = f"{found.convention} markers, not converted: {found.why}"
+        elif found is not None:
+            converted[key] = found[0]
+            turns = prompt[:lead] + tuple(Message(role, content) for role, content in found[1])
+            if key == "rejected_prompt":
+                changes[key] = turns
+            else:
+                changes["messages"] = turns + (ex.messages[-1:] if ex.kind == "sft" else ())
+    if not converted and not unconverted:
+        return ex
+    return replace(ex, converted=converted, unconverted=unconverted, **changes)
 
 
 _BUILDERS = {"alpaca": _alpaca, "openai": _openai, "sharegpt": _sharegpt, "preference": _preference}

@@ -204,7 +204,9 @@ def envelope_section(store: Any, env: Mapping[str, Any]) -> str:
 def dead_letter_html(env: Mapping[str, Any]) -> str:
     raw = env.get("raw")
     if raw is None:
-        shown = "<p>No raw payload kept.</p>"
+        why = f": {h(env['raw_omitted'])}" if env.get("raw_omitted") else ""
+        sha = f" sha256 {h(env['raw_sha256'])}, {h(env.get('raw_bytes'))} bytes." if env.get("raw_sha256") else ""
+        shown = f"<p>No raw payload kept{why}.{sha}</p>"
     elif env.get("raw_encoding") == "utf-8":
         shown = f'<div class="text raw">{h(raw)}</div>'
     else:

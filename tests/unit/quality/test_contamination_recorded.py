@@ -11,7 +11,7 @@ from quality.filemode import curate
 from quality.records import RawRecord
 
 ITEM = ("Please write a short, polite e-mail to our support team at help.desk@example-corp.com asking "
-        "them to reset the password for the account registered to +1 (415) 555-0132 by Friday.")
+        "them to reset the password for the account registered to +1 (415) 555-7132 by Friday.")
 CLEAN_ITEM = ("Janet's ducks lay sixteen eggs per day and she eats three for breakfast every morning, how many "
               "eggs does she sell at the farmers market")
 ANSWER = "Dear support team, I would be grateful if you could reset my password before Friday. Thank you."
@@ -38,7 +38,7 @@ def decide(p, *records):
 
 def test_a_verbatim_copy_with_contact_details_is_caught_although_pii_is_redacted_first(bench):
     p = pipeline(bench)
-    swapped = ITEM.replace("help.desk@example-corp.com", "ops@other.org").replace("(415) 555-0132", "(212) 555-0199")
+    swapped = ITEM.replace("help.desk@example-corp.com", "ops@other.org").replace("(415) 555-7132", "(212) 555-8199")
     copy, other = decide(p, {"instruction": ITEM, "output": ANSWER}, {"instruction": swapped, "output": ANSWER})
     for d in (copy, other):
         assert (d.decision, d.reasons) == ("rejected", ["contaminated"]) and d.details["decontam"] == "mail-1"

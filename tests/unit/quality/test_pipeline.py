@@ -1,4 +1,5 @@
 import base64
+import hashlib
 
 import orjson
 import pytest
@@ -6,6 +7,7 @@ import pytest
 from quality.config import PipelineSettings
 from quality.filters.common import FilterSettings
 from quality.pipeline import Pipeline
+from quality.privacy import PiiSettings
 from quality.reasons import Reason
 from quality.records import RawRecord
 from quality.scoring.gate import ScoringSettings
@@ -102,11 +104,15 @@ def test_envelopes_of_each_decision():
     assert env[0]["decision"] == "accepted" and env[0]["source"] == "app-1"
     assert env[0]["example"]["messages"][1] == {"role": "assistant", "content": "5"}
     assert env[0]["versions"]["pipeline"] and "length" in env[0]["versions"]["stages"]
-    assert env[1]["decision"] == "dead_letter" and env[1]["raw_encoding"] == "base64"
-    assert base64.b64decode(env[1]["raw"]) == b"\xff" * 10 and env[1]["id"] == "t/0/2"
-    assert env[2]["reasons"] == ["too_large"] and env[2]["raw_bytes"] == 200
+    # not UTF-8, so it cannot be redacted: the bytes are dropped, their length and sha256 stay
+    assert env[1]["decision"] == "dead_letter" and env[1]["raw"] is None and "not UTF-8" in env[1]["raw_omitted"]
+    assert env[1]["raw_sha256"] == hashlib.sha256(b"\xff" * 10).hexdigest() and env[1]["id"] == "t/0/2"
+    assert env[2]["reasons"] == ["too_large"] and env[2]["raw_bytes"] == 200 and env[2]["raw"] == "x" * 200
     for e in env:
         orjson.dumps(e)  # every envelope is JSON
+    pii = build_pipeline(PipelineSettings(max_message_bytes=100, pii=PiiSettings(dead_letter_raw="keep")))
+    kept = pii.process([bad])[0].envelope(pii.versions())  # the opt-in: as received, base64 when not UTF-8
+    assert kept["raw_encoding"] == "base64" and base64.b64decode(kept["raw"]) == b"\xff" * 10
 
 
 class Exploding(Stage):

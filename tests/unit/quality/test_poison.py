@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 
 import orjson
 import pytest
@@ -16,6 +17,7 @@ from poison_corpus import BIG_INT, OK_TEXT, poison_payloads
 from streams.assemble import build_pipeline
 from quality.config import PipelineSettings, load
 from quality.envelope import Decision, encode_decision, unencodable
+from quality.privacy import PiiSettings
 from quality.reasons import Reason
 from quality.records import MAX_JSON_DEPTH, Example, Message, ParseFailure, RawRecord, parse
 
@@ -80,7 +82,11 @@ def test_surrogates_in_a_text_payload_are_invalid_utf8_on_both_parse_paths():
         assert isinstance(out, ParseFailure) and out.reason == Reason.INVALID_UTF8, out
     pipeline, d = decide('{"instruction": "a", "output": "b \udfff", "n": ' + BIG_INT.decode() + "}")
     env = written(pipeline, d)
-    assert env["raw_encoding"] == "base64"  # not UTF-8: the bytes travel as they were (surrogatepass)
+    assert env["raw"] is None and env["raw_bytes"] > 0  # not UTF-8 (surrogatepass): it cannot be redacted, dropped
+    _, d = decide('{"instruction": "a", "output": "b \udfff", "n": ' + BIG_INT.decode() + "}",
+                  pii=PiiSettings(dead_letter_raw="keep"))
+    env = written(pipeline, d)
+    assert env["raw_encoding"] == "base64"  # the opt-in: the bytes travel as they were (surrogatepass)
     assert base64.b64decode(env["raw"]).decode("utf-8", "surrogatepass").endswith(BIG_INT.decode() + "}")
 
 
@@ -138,7 +144,7 @@ def test_the_encoder_is_total_an_unwritable_decision_becomes_a_small_dead_letter
     assert out.decision == env["decision"] == "dead_letter" and env["reasons"] == [Reason.UNENCODABLE.value]
     assert env["error"].startswith("stage envelope: TypeError: ") and "accepted" in env["error"]
     assert env["id"] == "id-\\ud800" and env["origin"] == {"file": "in-\\udcff.jsonl", "line": 3}
-    assert env["raw_encoding"] == "base64" and base64.b64decode(env["raw"]) == b'{"raw": "\xff bytes"}'
+    assert env["raw"] is None and env["raw_sha256"] == hashlib.sha256(b'{"raw": "\xff bytes"}').hexdigest()
     assert env["example"] is None and env["versions"] == {"pipeline": "test"}
 
 
@@ -146,7 +152,7 @@ def test_even_unwritable_versions_leave_a_readable_dead_letter():
     d = Decision("x", "rejected", ["too_short"], {}, ORIGIN, raw="payload \ud800")
     env = orjson.loads(encode_decision(d, {"pipeline": float("nan"), "bad": {"\ud800": 1}})[1])
     assert env["reasons"] == [Reason.UNENCODABLE.value] and "error" in env["versions"]
-    assert base64.b64decode(env["raw"]) == "payload \ud800".encode("utf-8", "surrogatepass")
+    assert env["raw"] is None and env["raw_bytes"] == len("payload \ud800".encode("utf-8", "surrogatepass"))
 
 
 def test_unencodable_dead_letters_are_safe_whatever_the_origin_holds():
