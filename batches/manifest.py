@@ -4,9 +4,9 @@
 JSONL shards (and Parquet ones when pyarrow is importable), one dataset per kind
 of example::
 
-    sft/train-00000-of-00001.jsonl          {"id", "messages", "source"}
+    sft/train-00000-of-00001.jsonl          {"id", "messages", "source", "overridden"}
     sft/validation-00000-of-00001.jsonl
-    preference/train-00000-of-00001.jsonl   {"id", "prompt", "chosen", "rejected", "source"}
+    preference/train-00000-of-00001.jsonl   {"id", "prompt", "chosen", "rejected", "source", "overridden"}
 
 and returns the manifest (see ``docs/batches.md``): counts, the sha256, size and
 row count of every file, score and length statistics, balance by source and
@@ -35,7 +35,8 @@ MANIFEST_SCHEMA = "sieve.batch.manifest/1"
 KINDS = ("sft", "preference")
 SPLITS = ("train", "validation")
 DUPLICATE_REASONS = ("duplicate_exact", "duplicate_near", "duplicate_semantic")
-_COLUMNS = {"sft": ("id", "messages", "source"), "preference": ("id", "prompt", "chosen", "rejected", "source")}
+_COLUMNS = {"sft": ("id", "messages", "source", "overridden"),
+            "preference": ("id", "prompt", "chosen", "rejected", "source", "overridden")}
 
 
 def split_of(example_id: str, validation_ratio: float, salt: str = "sieve-split-v1") -> str:
@@ -58,17 +59,19 @@ def kind_of(example: Mapping[str, Any]) -> str | None:
 
 
 def row_of(envelope: Mapping[str, Any]) -> dict[str, Any]:
-    """The shard row of an accepted envelope: TRL's columns plus ``id`` and ``source`` (and ``overridden``
-    when an operator force-accepted it)."""
+    """The shard row of an accepted envelope: TRL's columns plus ``id``, ``source`` (``""`` when it had none) and
+    ``overridden`` (whether an operator force-accepted it; who and why: the manifest's ``overrides.accepted``).
+
+    Every row has the same columns, none of them null: ``datasets`` takes a JSON dataset's types from the first
+    rows of its first file and casts every other file, validation included, to them, so a column absent there
+    (an override further on) or null all through them (no source) fails the whole load.
+    """
     ex = envelope["example"]
     if kind_of(ex) == "sft":
-        row = {"id": envelope["id"], "messages": ex["messages"], "source": envelope.get("source")}
+        row = {"id": envelope["id"], "messages": ex["messages"]}
     else:
-        row = {"id": envelope["id"], "prompt": ex["prompt"], "chosen": ex["chosen"], "rejected": ex["rejected"],
-               "source": envelope.get("source")}
-    if envelope.get("overridden"):  # force-accepted by an operator (JSON shards; Parquet keeps its columns)
-        row["overridden"] = {k: envelope["overridden"].get(k) for k in ("action", "who", "note", "at")}
-    return row
+        row = {"id": envelope["id"], "prompt": ex["prompt"], "chosen": ex["chosen"], "rejected": ex["rejected"]}
+    return {**row, "source": envelope.get("source") or "", "overridden": bool(envelope.get("overridden"))}
 
 
 def _texts(messages: Iterable[Mapping[str, Any]], *, skip_system: bool = False) -> str:

@@ -2,7 +2,8 @@
 
 Strict chat templates (Llama 2, Mistral, Gemma) raise "Conversation roles must alternate
 user/assistant/user/assistant/..." and others render a broken prompt silently. The order
-checked, for the conversation a trainer renders:
+checked, for the conversation a trainer renders (the rule is :mod:`quality.records.turns`,
+which an operator's force-accept is held to as well):
 
 * an optional system turn first (``system`` or ``developer``), nowhere else;
 * then ``user`` and ``assistant`` alternating, starting with ``user``; a ``tool`` turn only
@@ -31,11 +32,11 @@ from typing import Any, Mapping
 
 from quality.reasons import Reason
 from quality.records import Example, Message
+from quality.records.turns import example_fault
 from quality.registry import register
 from quality.stage import KEEP, Stage, Verdict
 
 POLICIES = ("repair", "reject")
-SYSTEM_ROLES = frozenset({"system", "developer"})
 
 
 @dataclass(frozen=True)
@@ -71,30 +72,6 @@ def _merged(msgs: tuple[Message, ...], merges: list[str], where: str) -> tuple[M
     if run > 1:
         merges.append(f"{run} {out[-1].role} turns of the {where}")
     return tuple(out)
-
-
-def order_fault(msgs: tuple[Message, ...], *, ends_with: str) -> str | None:
-    """What a chat template would refuse in ``msgs`` (a whole conversation), or None."""
-    body = msgs[1:] if msgs and msgs[0].role in SYSTEM_ROLES else msgs
-    if not body:
-        return "no turn after the system turn"
-    previous = None
-    for position, m in enumerate(body, start=len(msgs) - len(body) + 1):
-        role = m.role
-        if role in SYSTEM_ROLES:
-            return f"a {role} turn at position {position}, not first"
-        if previous is None and role != "user":
-            return f"it starts with {role}, not user"
-        if role == "tool" and previous not in ("assistant", "tool"):
-            return f"a tool turn after a {previous} turn (position {position})"
-        if role == previous and role != "tool":
-            return f"two {role} turns in a row (positions {position - 1} and {position})"
-        if role == "user" and previous == "tool":
-            return f"a user turn right after a tool turn (position {position})"
-        previous = role
-    if previous != ends_with:
-        return f"it ends with {previous}, not {ends_with}"
-    return None
 
 
 @register(rank=15, section="turns", settings=TurnSettings,
@@ -142,17 +119,8 @@ class TurnOrderCheck(Stage):
 
     @staticmethod
     def _fault(ex: Example) -> str | None:
-        if ex.kind == "sft":
-            return order_fault(ex.messages, ends_with="assistant")
         # a rejected_prompt exists only where it differs from the prompt: pair_structure rejects that pair
-        fault = order_fault(ex.messages, ends_with="user")
-        if fault is not None:
-            return f"prompt: {fault}"
-        for where, side in (("chosen", ex.chosen), ("rejected", ex.rejected)):
-            fault = order_fault(ex.messages + side, ends_with="assistant")
-            if fault is not None:
-                return f"prompt + {where}: {fault}"
-        return None
+        return example_fault(ex.kind, ex.messages, ex.chosen, ex.rejected)
 
     def version(self) -> Mapping[str, Any]:
         return {"policy": self.policy}

@@ -9,7 +9,10 @@ Every record says who made it and why; nothing here does I/O.
 "at", "decision_was", "reasons_was", "origin", "example"?, "source"?}``: ``example`` is
 the canonical example of the envelope the operator saw, required for ``force_accept``
 (the batcher has nothing else to batch); ``decision_was``/``reasons_was``/``origin``
-say what the operator overruled.
+say what the operator overruled. A ``force_accept`` whose example is in a turn order chat
+templates refuse (an assistant turn first, a pair's prompt ending with the assistant: what
+``turn_order`` rejects and cannot repair) is refused: one such row makes a trainer fail on
+its whole batch.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+
+from quality.records.turns import canonical_fault
 
 OVERRIDE_TYPE = "override"
 FORCE_ACCEPT = "force_accept"
@@ -99,7 +104,8 @@ def make_override(id: str, action: str, note: str, who: str, at: float, *, decis
 
     Raises:
         OverrideError: an empty id, note or operator name; an unknown action; a time
-            that is not a finite number; a ``force_accept`` without a canonical example.
+            that is not a finite number; a ``force_accept`` without a canonical example, or with
+            one whose turn order chat templates refuse (:mod:`quality.records.turns`).
     """
     return parse_override({"type": OVERRIDE_TYPE, "id": id, "action": action, "note": note, "who": who, "at": at,
                            "decision_was": decision_was, "reasons_was": list(reasons_was or ()),
@@ -129,6 +135,12 @@ def parse_override(obj: Any) -> Override:
                             "rejected message lists) taken from the rejected envelope")
     if example is not None and not valid_example(example):
         raise OverrideError("override field 'example' is not a canonical example")
+    fault = canonical_fault(example) if action == FORCE_ACCEPT else None
+    if fault is not None:  # the batch would hold a row that a chat template refuses: a trainer fails on all of it
+        raise OverrideError(f"{ex_id!r} cannot be force-accepted: its turns are in an order chat templates refuse "
+                            f"({fault}), and a trainer that renders its dataset through one (TRL's SFTTrainer, "
+                            "DPOTrainer) fails on the whole batch for that row. Fix the conversation where it is "
+                            "produced and send it again")
     reasons = obj.get("reasons_was") or []
     if not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons):
         raise OverrideError(f"override field 'reasons_was' must be a list of reason codes, got {reasons!r:.80}")

@@ -3,7 +3,7 @@
 Four input formats are recognised per message (or forced by configuration):
 
 * Alpaca: ``{"instruction", "input"?, "output"}``
-* OpenAI chat: ``{"messages": [{"role", "content"}, ...]}``
+* OpenAI chat: ``{"messages": [{"role", "content"}, ...]}`` (a ``developer`` turn reads as ``system``)
 * ShareGPT: ``{"conversations": [{"from", "value"}, ...]}``
 * Preference (TRL style): ``{"prompt"?, "chosen", "rejected"}``, each a string or a message list;
   an optional ``rejected_prompt`` says what the rejected transcript's prompt was, when it may differ
@@ -42,7 +42,7 @@ _SHAREGPT_ROLES = {
     "chatgpt": "assistant", "bard": "assistant", "bing": "assistant", "model": "assistant",
     "system": "system",
 }
-_OPENAI_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+_OPENAI_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,8 +297,8 @@ def _message_list(value: Any, key: str, *, role_key: str = "role", content_key: 
             role = roles[role.lower()]
         elif role.lower() not in _OPENAI_ROLES:
             raise _SchemaError(f"{where}: unknown role {role[:40]!r}; expected one of {sorted(_OPENAI_ROLES)}")
-        else:
-            role = role.lower()
+        else:  # chat templates know a system turn, not a developer one (Llama 2 and Mistral raise, Qwen drops it)
+            role = _OPENAI_ROLES[role.lower()]
         if content_key not in item or item[content_key] is None:
             raise _SchemaError(f"{where} has no '{content_key}'")
         out.append(Message(role, _content(item[content_key], where)))
@@ -379,7 +379,7 @@ def _converted(ex: Example, transcripts: Sequence[str], sides: Mapping[str, str]
     """``ex`` with a prompt that is one user turn holding a transcript split into its turns."""
     converted, unconverted, changes = dict(sides), {}, {}
     for key, prompt in (("prompt", ex.prompt_messages), ("rejected_prompt", ex.rejected_prompt or ())):
-        lead = 1 if prompt and prompt[0].role in ("system", "developer") else 0
+        lead = 1 if prompt and prompt[0].role == "system" else 0
         if len(prompt) != lead + 1 or prompt[lead].role != "user":
             continue
         found = split_transcript(prompt[lead].content, transcripts)

@@ -128,11 +128,12 @@ def test_overrides_from_the_page_reach_the_batcher_through_the_control_topic(kaf
         assert [(r["id"], r["batch_id"], r["who"]) for r in second["revoked"]] == [
             (in_closed, first["batch_id"], "ana")]
         assert [r["id"] for r in second["overrides"]["removed_from_open"]] == [in_open]
-        assert [r["id"] for r in second["overrides"]["accepted"]] == [dup["id"]]
+        assert [(r["id"], r["who"]) for r in second["overrides"]["accepted"]] == [(dup["id"], "ana")]
         assert second["counts"]["overridden"] == 1
         rows = {json.loads(line)["id"]: json.loads(line) for f in second["files"] if f["format"] == "json"
                 for line in Path(f["local_path"]).read_text().splitlines()}
-        assert in_open not in rows and rows[dup["id"]]["overridden"]["who"] == "ana"
+        assert in_open not in rows and rows[dup["id"]]["overridden"] is True
+        assert [i for i, r in rows.items() if r["overridden"]] == [dup["id"]]
         assert sorted(rows) == sorted([e["id"] for e in accepted[20:30] if e["id"] != in_open] + [dup["id"]])
 
         assert post(port, "/reload", {"csrf": app.process_csrf}) == 303

@@ -225,6 +225,28 @@ def test_load_with_datasets_from_the_manifest_alone(tmp_path):
     assert len(ids) == len(set(ids)) == 52
 
 
+def test_a_batch_loads_whatever_its_first_rows_lack(tmp_path):
+    """``datasets`` types a JSON dataset by the first rows of its first train file and casts every other
+    file to them: rows without a source there (null all through) and a force-accepted row only in the
+    validation split (a column the train rows lacked) each made load_dataset fail on the whole batch."""
+    datasets = pytest.importorskip("datasets")
+    override = {"action": "force_accept", "who": "ana", "note": "a false duplicate", "at": 1.0}
+    val = next(i for i in range(100, 200) if split_of(f"ex-{i}", 0.2) == "validation")
+    a = make(tmp_path, max_examples=0, max_age_s=0, shard_max_rows=5, validation_ratio=0.2)
+    a.feed([sft(i, source=None) for i in range(12)] + [sft(i) for i in range(12, 30)]
+           + [{**sft(val), "overridden": override}] + [pair(i, source=None) for i in range(3)] + [pair(3)])
+    m = a.close("request")
+    assert m["counts"]["by_kind"]["sft"]["validation"] > 1 and m["counts"]["overridden"] == 1
+    for kind in ("sft", "preference"):
+        for fmt in ("json", "parquet"):
+            ds = datasets.load_dataset(fmt, data_files=m["datasets"][kind][fmt], cache_dir=str(tmp_path / "hf"))
+            rows = [r for split in ds.values() for r in split]
+            assert len(rows) == m["counts"]["by_kind"][kind]["train"] + m["counts"]["by_kind"][kind]["validation"]
+            assert {r["source"] for r in rows} == ({"", "src-a"} if kind == "sft" else {"", "src-p"}), (kind, fmt)
+            assert [r["id"] for r in rows if r["overridden"]] == ([f"ex-{val}"] if kind == "sft" else []), fmt
+    assert m["overrides"]["accepted"] == [{"id": f"ex-{val}", "who": "ana", "note": "a false duplicate", "at": 1.0}]
+
+
 def test_empty_split_gets_no_file(tmp_path):
     a = make(tmp_path, max_examples=0, max_age_s=0, validation_ratio=0.0)
     a.feed([sft(i) for i in range(5)])

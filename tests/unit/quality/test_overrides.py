@@ -3,6 +3,8 @@ the dedup state sees the batch (so a force-rejected first copy no longer makes i
 
 from __future__ import annotations
 
+import re
+
 import orjson
 import pytest
 
@@ -48,6 +50,27 @@ def test_force_accept_needs_the_canonical_example():
     with pytest.raises(OverrideError):
         parse_override(rec)
     assert parse_override(ov("a", FORCE_ACCEPT).to_record()) == ov("a", FORCE_ACCEPT)
+
+
+@pytest.mark.parametrize("example, fault", [
+    ({"messages": [{"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Explain tides."},
+                   {"role": "assistant", "content": "The Moon's gravity."}]}, "it starts with assistant, not user"),
+    ({"prompt": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "Sure."}],
+      "chosen": [{"role": "assistant", "content": "good"}], "rejected": [{"role": "assistant", "content": "bad"}]},
+     "prompt: it ends with assistant, not user"),
+    ({"messages": [{"role": "user", "content": "Q"}, {"role": "wizard", "content": "A"}]}, "an unknown role 'wizard'"),
+])
+def test_force_accept_refuses_an_example_a_chat_template_refuses(example, fault):
+    """What turn_order rejects without a repair would reach a batch through a force-accept (a review page
+    offers it on any rejection), and one such row makes TRL's trainers fail while tokenizing the whole batch."""
+    with pytest.raises(OverrideError, match="cannot be force-accepted.*" + re.escape(fault)):
+        ov("bad", FORCE_ACCEPT, example=example)
+    env = {"id": "bad", "decision": "rejected", "reasons": ["bad_turn_order"], "example": example}
+    with pytest.raises(OverrideError, match="cannot be force-accepted"):
+        override_from_envelope(env, FORCE_ACCEPT, "looks fine to me", "ana", 5.0)
+    assert override_from_envelope({**env, "decision": "accepted"}, FORCE_REJECT, "n", "ana", 5.0).example is None
+    system_first = {"messages": [{"role": "system", "content": "Be brief."}, *EX["messages"]]}
+    assert ov("ok", FORCE_ACCEPT, example=system_first).example == system_first
 
 
 def test_a_cut_command_is_not_an_override():

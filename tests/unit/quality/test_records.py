@@ -39,6 +39,19 @@ def test_sharegpt_roles_are_mapped():
     assert ex.format == "sharegpt" and [m.role for m in ex.messages] == ["user", "assistant"]
 
 
+def test_a_developer_turn_reads_as_the_system_turn_chat_templates_know():
+    """OpenAI's ``developer`` role is its newer system turn; Llama 2 and Mistral templates raise on it and
+    Qwen's drop it, so a trainer given it as is fails or trains without the instruction."""
+    dev = {"role": "Developer", "content": "Be brief."}
+    ex = p({"messages": [dev, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]})
+    assert [m.role for m in ex.messages] == ["system", "user", "assistant"] and ex.prompt_text == "Hi"
+    pair = p({"prompt": [dev, {"role": "user", "content": "Q"}], "chosen": "good", "rejected": "bad"})
+    assert pair.canonical()["prompt"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q"}]
+    hh = p({"prompt": [dev, {"role": "user", "content": "\n\nHuman: Q1\n\nAssistant: A1\n\nHuman: Q2\n\nAssistant:"}],
+            "chosen": "good", "rejected": "bad"})
+    assert [m.role for m in hh.messages] == ["system", "user", "assistant", "user"]  # the transcript still splits
+
+
 def test_preference_strings_and_lists():
     ex = p({"prompt": "Q", "chosen": "good", "rejected": "bad"})
     assert ex.kind == "preference" and ex.response_text == "good" and ex.rejected_text == "bad"

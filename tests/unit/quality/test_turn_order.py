@@ -6,10 +6,11 @@ import orjson
 import pytest
 
 from quality.config import PipelineSettings, load
-from quality.filters.turns import TurnOrderCheck, TurnSettings, order_fault
+from quality.filters.turns import TurnOrderCheck, TurnSettings
 from quality.reasons import Reason
 from quality.stage import KEEP
 from quality.records import Example, Message, RawRecord
+from quality.records.turns import order_fault
 
 S, U, A, T = "system", "user", "assistant", "tool"
 

@@ -21,6 +21,8 @@ TOKEN = "ana:" + "s3cret-token-" + "x" * 12
 HOSTILE = ('{"id": "<b>evil</b>", "source": "<img src=x onerror=alert(1)>", "instruction": '
            '"Explain what <script>alert(1)</script> does when a page includes it verbatim.", '
            '"output": "It runs the script: </div><script>document.title=1</script> so escape text."}')
+ASSISTANT_FIRST = ('{"id": "assistant-first", "messages": [{"role": "assistant", "content": "Hello! Ask away."}, '
+                   '{"role": "user", "content": "Explain tides."}, {"role": "assistant", "content": "The Moon."}]}')
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +31,7 @@ def out_dir(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("review")
     data = Path(__file__).resolve().parents[2] / "data" / "mit_sample.jsonl"
-    (tmp / "hostile.jsonl").write_text(HOSTILE + "\n")
+    (tmp / "hostile.jsonl").write_text(HOSTILE + "\n" + ASSISTANT_FIRST + "\n")
     curate(_cheap_pipeline(), [data, tmp / "hostile.jsonl"], tmp / "out")
     return tmp / "out"
 
@@ -114,6 +116,20 @@ def test_loopback_without_a_token_refuses_other_host_names_and_cross_site_posts(
         status, _, body = request(port, "POST", "/override", {**form, "action": "force_reject"})
         assert status == 400  # it is rejected already: force_reject overrules an acceptance
     (out_dir / "overrides.jsonl").unlink()
+
+
+def test_a_force_accept_a_chat_template_would_refuse_is_answered_400_and_not_recorded(out_dir):
+    with serving(out_dir) as (port, app):
+        (env,) = [e for e in app.store.data["envelopes"] if e["id"] == "assistant-first"]
+        assert env["reasons"] == ["bad_turn_order"]
+        form = {"id": env["id"], "action": "force_accept", "note": "reads fine", "who": "tester",
+                "csrf": app.process_csrf}
+        status, _, body = request(port, "POST", "/override", form)
+        assert status == 400 and "cannot be force-accepted" in body and "starts with assistant" in body
+    path = out_dir / "overrides.jsonl"
+    recorded = read_override_records(path) if path.exists() else []
+    path.unlink(missing_ok=True)
+    assert recorded == []
 
 
 def test_a_named_token_decides_who(out_dir):
