@@ -36,8 +36,6 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
 #: The batch directory the pages name; each real batch takes its place in turn.
 PLACEHOLDER_BATCH = "sieve-batches/000001-ab12cd34"
-#: The model id the pages hand batches to; a tiny local chat model takes its place (tests/docs/tiny_lm.py).
-PLACEHOLDER_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
 #: Seconds one `sieve curate` of the fixture may take (the model loads once, on a busy 2-core machine).
 CURATE_TIMEOUT = 600.0
 #: The id an operator force-rejects after its batch closed (an accepted SFT example of mit_sample).
@@ -167,9 +165,3 @@ def sandbox(tmp_path_factory) -> Sandbox:
 #: The shapes a snippet naming the placeholder batch is run on, in order.
 BATCH_SHAPES = ("mixed", "pairs-only-revoking", "no-validation", "sft-only")
 
-
-@pytest.fixture(scope="session")
-def tiny_chat_model(tmp_path_factory) -> Path:
-    from tiny_lm import make_tiny_chat_model
-
-    return make_tiny_chat_model(tmp_path_factory.mktemp("tiny-chat-model"))
