@@ -3,7 +3,7 @@
 The Python blocks of one page run in order in one interpreter, as a reader pastes them (a later
 block may use what an earlier one defined). The script is the page with everything but those
 blocks blanked, so a traceback's line number is the page's. A page whose blocks name the
-placeholder batch runs once per batch shape of the sandbox (tests/docs/conftest.py): with and
+placeholder batch runs once per batch shape of the sandbox (tests/docs/docs_sandbox.py): with and
 without pairs, with and without validation rows, with a revocation (so the TRL block of
 docs/batches.md trains and evaluates on each). A block that adds a new
 file to the tree (first line ``# path/to/file.py  (new file ...``) is checked by its own test
@@ -20,9 +20,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from allowlist import allow_listed
-from conftest import BATCH_SHAPES, PLACEHOLDER_BATCH, ROOT, Sandbox
-from snippets import Snippet, snippets
+from docs_allowlist import allow_listed
+from docs_sandbox import BATCH_SHAPES, PLACEHOLDER_BATCH, ROOT, Sandbox
+from docs_snippets import Snippet, snippets
 
 pytestmark = pytest.mark.docs
 

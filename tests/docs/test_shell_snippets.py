@@ -11,10 +11,10 @@ import json
 import re
 
 import pytest
-from allowlist import allow_listed
-from conftest import BATCH_SHAPES, REVOKED_ID
-from runner import batch_runs, clean_env, needs_broker, run_id, run_once, run_service, script, service_of
-from snippets import Command, shell_commands
+from docs_allowlist import allow_listed
+from docs_sandbox import BATCH_SHAPES, REVOKED_ID
+from docs_runner import batch_runs, clean_env, needs_broker, run_id, run_once, run_service, script, service_of
+from docs_snippets import Command, shell_commands
 
 pytestmark = pytest.mark.docs
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from allowlist import ALLOWED, allow_listed
-from conftest import ROOT
-from snippets import LANGUAGES, Snippet, commands, pages, parse_page, shell_commands, snippets
+from docs_allowlist import ALLOWED, allow_listed
+from docs_sandbox import ROOT
+from docs_snippets import LANGUAGES, Snippet, commands, pages, parse_page, shell_commands, snippets
 
 pytestmark = pytest.mark.docs
 

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 import orjson
 import pytest
-from allowlist import allow_listed
-from conftest import BATCH_SHAPES, REVOKED_ID
+from docs_allowlist import allow_listed
+from docs_sandbox import BATCH_SHAPES, REVOKED_ID
 from kafka import KafkaAdminClient, KafkaConsumer
-from runner import (TRAINER, Service, batch_runs, clean_env, metrics_ready, needs_broker, run_id, run_once,
+from docs_runner import (TRAINER, Service, batch_runs, clean_env, metrics_ready, needs_broker, run_id, run_once,
                     run_service, script, service_of)
-from snippets import shell_commands
+from docs_snippets import shell_commands
 
 pytestmark = [pytest.mark.docs, pytest.mark.integration]
 

@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REVOKED_ID, ROOT
+from docs_sandbox import REVOKED_ID, ROOT
 
 pytestmark = pytest.mark.docs
 

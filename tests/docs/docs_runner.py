@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from snippets import Command, split_assignments
+from docs_snippets import Command, split_assignments
 
 #: Seconds a one-shot command may take (a curate of ~80 lines, imports of torch and datasets).
 COMMAND_TIMEOUT = 300.0

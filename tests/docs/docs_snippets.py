@@ -228,7 +228,7 @@ def shell_commands(root: Path = ROOT) -> list[Command]:
 
 def main() -> None:
     """Prints the inventory: every block, and each shell command with what the tests do with it."""
-    from allowlist import allow_listed  # noqa: PLC0415 (tests/docs on sys.path when run as a script)
+    from docs_allowlist import allow_listed  # noqa: PLC0415 (tests/docs on sys.path when run as a script)
 
     counts: dict[str, int] = {}
     for s in snippets():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from snippets import Command, Snippet
+from docs_snippets import Command, Snippet
 
 
 @dataclass(frozen=True)
