@@ -38,8 +38,9 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import orjson
 
-from batches.manifest import (MANIFEST_SCHEMA, RefusalCounter, batch_statistics, datasets_section, file_sha256,
-                              fsync_file, kind_of, load_snippet, manifest_bytes, row_of, split_of, write_shards)
+from batches.manifest import (KINDS, MANIFEST_SCHEMA, SPLITS, RefusalCounter, batch_statistics, datasets_section,
+                              file_sha256, fsync_file, kind_of, load_snippet, manifest_bytes, row_of, split_of,
+                              write_shards)
 from batches.overrides import BatchOverrides, apply_override
 from batches.state import StateLockedError, Window, example_key, fsync_dir, iso, lock_state, read_jsonl, write_atomic
 from batches.state import open_batch_summary, read_ledger  # noqa: F401 - re-exported for the CLI
@@ -355,7 +356,7 @@ class BatchAssembler:
             "location": {"dir": str(self.root / batch_id), "uri": uri("").rstrip("/") + "/",
                          "manifest": "manifest.json"},
             "counts": {"examples": len(self._open),
-                       "by_kind": {k: {s: len(v.get(s, [])) for s in ("train", "validation")} for k, v in rows.items()},
+                       "by_kind": {k: {s: len(rows.get(k, {}).get(s, [])) for s in SPLITS} for k in KINDS},
                        "by_split": {s: sum(len(v.get(s, [])) for v in rows.values()) for s in ("train", "validation")}},
             "split": {"method": "blake2b-64(salt:id) / 2**64 < validation_ratio",
                       "validation_ratio": self.validation_ratio, "salt": self.split_salt},

@@ -255,6 +255,18 @@ def test_empty_split_gets_no_file(tmp_path):
     assert m["counts"]["by_split"] == {"train": 5, "validation": 0}
 
 
+def test_counts_list_every_kind_and_split_while_datasets_list_only_what_has_rows(tmp_path):
+    """``datasets`` is passed to ``load_dataset``, which refuses an empty ``data_files`` list, so it names
+    only kinds and splits with rows; ``counts.by_kind`` is read by people and code alike: always complete."""
+    a = make(tmp_path, max_examples=0, max_age_s=0, validation_ratio=0.0)
+    a.feed([sft(i) for i in range(3)])
+    m = a.close("request")
+    assert m["counts"]["by_kind"] == {"sft": {"train": 3, "validation": 0},
+                                      "preference": {"train": 0, "validation": 0}}
+    assert set(m["datasets"]) == set(m["load"]) == {"sft"}
+    assert {f["kind"] for f in m["files"] if f["format"] == "json"} == {"sft"}
+
+
 def test_uri_prefix_is_what_trainers_see(tmp_path):
     a = make(tmp_path, max_examples=0, max_age_s=0, uri_prefix="s3://bucket/batches/")
     a.feed([sft(0)])
