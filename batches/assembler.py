@@ -38,14 +38,12 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import orjson
 
-from batches.manifest import (KINDS, MANIFEST_SCHEMA, SPLITS, RefusalCounter, batch_statistics, datasets_section,
-                              file_sha256, fsync_file, kind_of, load_snippet, manifest_bytes, row_of, split_of,
-                              write_shards)
+from batches.closing import write_batch
+from batches.manifest import RefusalCounter, kind_of
 from batches.overrides import BatchOverrides, apply_override
 from batches.state import StateLockedError, Window, example_key, fsync_dir, iso, lock_state, read_jsonl, write_atomic
 from batches.state import open_batch_summary, read_ledger  # noqa: F401 - re-exported for the CLI
 __all__ = ["BatchAssembler", "BatchSettings", "StateLockedError", "open_batch_summary", "read_ledger"]
-from quality import __version__
 
 log = logging.getLogger(__name__)
 
@@ -333,58 +331,8 @@ class BatchAssembler:
         log.info("closed batch %s (%s): %d examples", batch_id, trigger, len(ids))
         return manifest
 
-    def _locate(self, batch_id: str) -> tuple[Callable[[str], str], Callable[[str], str]]:
-        local = lambda rel: str(self.root / batch_id / rel)  # noqa: E731
-        if self.uri_prefix:
-            return local, lambda rel: f"{self.uri_prefix}/{batch_id}/{rel}"
-        return local, lambda rel: (self.root / batch_id / rel).as_uri()
-
     def _write(self, tmp: Path, batch_id: str, seq: int, trigger: str, now: float) -> dict[str, Any]:
-        rows: dict[str, dict[str, list]] = {}
-        for env in self._open:
-            split = split_of(env["id"], self.validation_ratio, self.split_salt)
-            rows.setdefault(kind_of(env["example"]), {}).setdefault(split, []).append(row_of(env))
-        files = write_shards(tmp, rows, shard_max_rows=self.shard_max_rows, parquet=self.parquet)
-        local, uri = self._locate(batch_id)
-        trainer_location = uri if self.uri_prefix else local
-        stats, series = batch_statistics(self._open, self._refusals)
-        datasets = datasets_section(files, trainer_location)
-        manifest: dict[str, Any] = {
-            "schema": MANIFEST_SCHEMA, "batch_id": batch_id, "seq": seq, "trigger": trigger,
-            "opened_at": iso(self.opened_at), "closed_at": iso(now), "closed_at_unix": now,
-            "age_at_close_s": round(self.age_s(now), 3),
-            "location": {"dir": str(self.root / batch_id), "uri": uri("").rstrip("/") + "/",
-                         "manifest": "manifest.json"},
-            "counts": {"examples": len(self._open),
-                       "by_kind": {k: {s: len(rows.get(k, {}).get(s, [])) for s in SPLITS} for k in KINDS},
-                       "by_split": {s: sum(len(v.get(s, [])) for v in rows.values()) for s in ("train", "validation")}},
-            "split": {"method": "blake2b-64(salt:id) / 2**64 < validation_ratio",
-                      "validation_ratio": self.validation_ratio, "salt": self.split_salt},
-            "files": files, "datasets": datasets, "load": load_snippet(datasets),
-            "stats": {"scores": stats["scores"], "score_counts": stats["score_counts"], "lengths": stats["lengths"],
-                      "content_duplicates_in_batch": stats["content_duplicates_in_batch"],
-                      "pii_redactions": stats["pii_redactions"],
-                      "transcripts_converted": stats["transcripts_converted"]},
-            "balance": stats["balance"], "refusals": stats["refusals"],
-            "window": self.window.to_dict(now),
-            "versions": {"sieve": __version__, "pipeline": stats["pipeline_versions"]},
-            "report": None,
-        }
-        fields = self.overrides.manifest_fields(self._open, self.last_seq)
-        manifest["counts"]["overridden"] = fields.pop("overridden")
-        manifest.update(fields)  # "revoked" (ids trainers drop from earlier batches) and "overrides"
-        if self.report:
-            from batches.report import write_report
-            write_report(tmp / "report.html", manifest, series, self.window.timeline_rows())
-            fsync_file(tmp / "report.html")
-            sha, size = file_sha256(tmp / "report.html")
-            files.append({"path": "report.html", "format": "html", "kind": "report", "split": None, "rows": None,
-                          "bytes": size, "sha256": sha})
-            manifest["report"] = {"path": "report.html", "uri": uri("report.html"), "local_path": local("report.html")}
-        for f in files:
-            f["local_path"], f["uri"] = local(f["path"]), uri(f["path"])
-        write_atomic(tmp / "manifest.json", manifest_bytes(manifest))
-        return manifest
+        return write_batch(self, tmp, batch_id, seq, trigger, now)
 
     # ------------------------------------------------------------------ reading back
 
