@@ -22,7 +22,10 @@ def example_from_envelope(env: dict) -> Example | None:
     parsed = parse(RawRecord(orjson.dumps(obj), dict(env.get("origin") or {})), max_message_bytes=1 << 40)
     if isinstance(parsed, ParseFailure):
         return None
-    ex = dataclasses.replace(parsed, id=str(env.get("id")))
+    # the canonical example is already split into turns: what the first parse converted is on the envelope
+    converted = env.get("converted")
+    ex = dataclasses.replace(parsed, id=str(env.get("id")),
+                             converted=dict(converted) if isinstance(converted, dict) else parsed.converted)
     carried = env.get("features")
     if isinstance(carried, dict) and carried.get("embedding"):
         try:

@@ -63,6 +63,31 @@ def test_a_scorer_then_a_decider_decide_as_the_whole_pipeline(cheap_pipeline, ba
     assert sum(d.reasons == ["duplicate_exact"] for d in whole) >= 10  # the copies, in batch and across
 
 
+def test_the_roles_write_the_envelopes_the_whole_pipeline_writes(cheap_pipeline):
+    """Not only the decision: every field of every envelope (the transcript conversion record
+    of a split hh-rlhf prompt was lost on the way through the scored topic)."""
+    transcripts = [orjson.dumps(o) for o in (
+        {"id": "hh-1", "prompt": "\n\nHuman: What is two plus two?\n\nAssistant: Four.\n\nHuman: And three plus "
+         "three?", "chosen": "Six, since three and three make six.", "rejected": "Seven, I think."},
+        {"id": "chatml-1", "instruction": "<|im_start|>user\nHi there.<|im_end|>\n<|im_start|>assistant\nHello! "
+         "How can I help?<|im_end|>\n<|im_start|>user\nName a prime number below ten.<|im_end|>\n",
+         "output": "Seven is a prime number below ten."})]
+    raws = slice_raws(60) + [RawRecord(t, {"topic": "raw", "topic_id": "tid", "partition": 0, "offset": 1000 + i})
+                             for i, t in enumerate(transcripts)]
+    versions = {"pipeline": "test"}
+    whole = [d.envelope(versions) for d in cheap_pipeline().process(raws)]
+    scorer, decider = Stage1(cheap_pipeline()), cheap_pipeline().phase("decide")
+    scored = [decode_scored(encode_scored(d, versions, LIMIT), {"topic": "scored", "partition": 0, "offset": i})
+              for i, d in enumerate(scorer.process(raws))]
+    decided = iter(decider.process_examples([(s.example, s.scores, s.details) for s in scored if not s.final]))
+    got = [orjson.loads(s.final[1]) if s.final else next(decided).envelope(versions) for s in scored]
+    assert [e["id"] for e in got] == [e["id"] for e in whole]
+    for g, w in zip(got, whole):
+        assert orjson.loads(orjson.dumps(g)) == orjson.loads(orjson.dumps(w)), w["id"]
+    converted = {e["id"]: e.get("converted") for e in got if e["id"] in ("hh-1", "chatml-1")}
+    assert converted["hh-1"] == {"prompt": "anthropic"} and list(converted["chatml-1"].values()) == ["chatml"]
+
+
 def test_a_pending_record_carries_the_features_the_decider_needs(cheap_pipeline):
     scorer = Stage1(cheap_pipeline())
     (d,) = scorer.process(slice_raws(1)[:1])
