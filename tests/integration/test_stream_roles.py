@@ -286,3 +286,83 @@ def test_a_second_all_in_the_same_group_fences_the_first(kafka, tmp_path):
     outputs = read_outputs(kafka.bootstrap, names.outputs)
     check_exactly_once(outputs, len(payloads), raw)
     assert output_count(kafka.bootstrap, names.outputs) == len(payloads)
+
+
+# -- the broker down mid-run under a scorer and two deciders ----------------------------------------------------
+
+#: Seconds the broker stays down (the outages of issue 10 lasted 38-45 s).
+OUTAGE_S = 40.0
+#: Seconds a broker of the test's own may take to start (a busy 2-core machine).
+BROKER_START_TIMEOUT = 120.0
+#: Exit statuses a supervisor (Compose's `restart: unless-stopped`) restarts a process after.
+RESTARTED_AFTER = (69, 75, EXIT_FENCED)
+
+
+def test_the_broker_down_mid_run_under_the_roles_every_input_once(tmp_path):
+    """A broker of its own (the session's must stay up) stopped for 40 s while a scorer and two
+    deciders work through a backlog, then started again. A process that exits on the way (75: an
+    output not delivered; 69: Kafka unreachable at start) is restarted, as Compose does: after
+    it, every input has exactly one committed envelope and no content is accepted twice."""
+    import socket
+
+    from streams.local_kafka import LocalKafka
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    broker = LocalKafka(port=port, data_dir=tmp_path / "kafka", start_timeout=BROKER_START_TIMEOUT)
+    broker.start()
+    names = Names(f"sieve-it-{uuid.uuid4().hex}", f"sieve-it-group-{uuid.uuid4().hex}")
+    payloads = inputs()
+    raw = f"{names.base}.raw"
+    procs: dict[str, WorkerProcess] = {}
+    restarts: list[tuple[str, int]] = []
+
+    def launch(name: str, role: str) -> None:
+        n = sum(1 for k, _ in restarts if k == name)
+        procs[name] = start(names, broker, tmp_path, f"{name}-{n}", role, 2, SIEVE_KAFKA__BATCH_MAX="8")
+
+    def supervise() -> None:
+        for name, p in list(procs.items()):
+            rc = p.proc.poll()
+            if rc is not None:
+                assert rc in RESTARTED_AFTER, f"{name} exited {rc}:\n{p.log()[-3000:]}"
+                restarts.append((name, rc))
+                launch(name, "score" if name.startswith("scorer") else "decide")
+
+    try:
+        create_topics(names, broker.bootstrap, partitions=2)
+        for name, role in (("decider-a", "decide"), ("decider-b", "decide"), ("scorer", "score")):
+            launch(name, role)
+        owner_and_standby([procs["decider-a"], procs["decider-b"]])
+        procs["scorer"].wait_ready()
+        produce(broker.bootstrap, raw, payloads)
+        wait_for_outputs(broker.bootstrap, names.outputs, len(payloads) // 4, procs["scorer"],
+                         timeout=ROLES_RECV_TIMEOUT)
+        broker.stop(remove_data=False)  # mid-run: the scorer and the owner hold uncommitted work
+        down_at = time.monotonic()
+        while time.monotonic() - down_at < OUTAGE_S:
+            time.sleep(1.0)
+        broker.start()
+        deadline = time.monotonic() + ROLES_RECV_TIMEOUT
+        while _count_or_zero(broker.bootstrap, names.outputs) < len(payloads):
+            assert time.monotonic() < deadline, "\n".join(p.log()[-2000:] for p in procs.values())
+            supervise()
+            time.sleep(1.0)
+        time.sleep(LATE_DUPLICATE_WAIT_S)  # any late duplicate would show by now (there must be none)
+        supervise()
+        outputs = read_outputs(broker.bootstrap, names.outputs)
+    finally:
+        for p in procs.values():
+            p.kill()
+        broker.stop()
+    check_exactly_once(outputs, len(payloads), raw)
+    print(f"restarts after the outage: {restarts}")
+
+
+def _count_or_zero(bootstrap: str, topics: list[str]) -> int:
+    """The committed outputs, or 0 while the restarted broker does not answer yet."""
+    try:
+        return output_count(bootstrap, topics)
+    except Exception:  # noqa: BLE001 - kafka-python raises several kinds while the broker starts
+        return 0
