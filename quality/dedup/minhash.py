@@ -310,7 +310,7 @@ class LSHIndex(TombstoneRows):
         best_sim = np.zeros(len(sigs))
         q, r = self.candidate_pairs(sigs)
         if len(q):
-            sims = np.mean(self._sigs[r] == sigs[q], axis=1)
+            sims = np.count_nonzero(self._sigs[r] == sigs[q], axis=1) / sigs.shape[1]  # = mean, without a float pass
             order = np.lexsort((-sims, q))          # per query, highest similarity first
             q, r, sims = q[order], r[order], sims[order]
             first = np.flatnonzero(np.concatenate(([True], q[1:] != q[:-1])))

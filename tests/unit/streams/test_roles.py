@@ -151,3 +151,30 @@ def test_the_decider_builds_only_decide_stages_and_gets_the_heads_threshold():
 
     assert head_calibration(load(PipelineSettings, env={}))["quality"] > 0
     assert gate.policy.default.value == pytest.approx(head_calibration(settings.pipeline)["quality"])
+
+
+def test_an_envelope_sieve_wrote_reads_back_without_a_second_parse_as_the_parser_reads_it(cheap_pipeline):
+    """The decider's shortcut (streams.recovery.envelopes._as_written) gives the example the
+    parser gives, and leaves anything else (metadata, an unknown role, a missing turn) to it."""
+    import dataclasses
+
+    from streams.recovery import envelopes
+
+    decisions = [d for d in cheap_pipeline().process(slice_raws()) if d.decision == "accepted"]
+    assert len(decisions) > 30 and any(d.example.kind == "preference" for d in decisions)
+    for d in decisions:
+        env = orjson.loads(orjson.dumps(d.envelope({})))
+        env.pop("metadata", None)
+        fast = envelopes._as_written(env["example"], env, {})
+        assert fast is not None, env["id"]
+        slow = envelopes.example_from_envelope({**env, "metadata": {"k": 1}})  # metadata: the parser's way
+        assert dataclasses.replace(slow, metadata={}) == fast and fast.canonical() == d.example.canonical()
+    sft = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    for odd in ({"messages": [{"role": "user", "content": "q"}]},  # no response
+                {"messages": [{"role": "developer", "content": "s"}, *sft["messages"]]},  # not canonical
+                {"messages": [{"role": "user", "content": 1}, {"role": "assistant", "content": "a"}]},
+                {**sft, "extra": 1}):
+        assert envelopes._as_written(odd, {"id": "x"}, {}) is None, odd
+    assert envelopes._as_written(sft, {"id": "x", "source": 7}, {}) is None
+    assert envelopes.example_from_envelope({"id": "x", "example": {"messages": [
+        {"role": "developer", "content": "Be brief."}, *sft["messages"]]}}).messages[0].role == "system"
