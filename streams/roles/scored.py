@@ -107,7 +107,7 @@ def decode_scored(value: bytes | None, where: Mapping[str, Any]) -> ScoredRecord
     if decision in FINAL:
         rec.final = (decision, bytes(value))
         return rec
-    ex = example_from_envelope(env)
+    ex = example_from_envelope({**env, "features": None})  # the features are read once, below
     if ex is None:
         return _not_scored(value, where, "a pending scored record whose example does not parse back")
     try:
