@@ -7,6 +7,7 @@ session broker: real records and poison payloads in, exactly one envelope each o
 HEALTHCHECK goes healthy on the running worker and fails where nothing serves. Then `sieve
 batcher` from the image cuts a batch on an operator's `sieve batches cut` (run inside the
 container), and the host loads the announced batch with `datasets` from the manifest alone.
+Compose's roles run from the image too: a scorer and a decider, one committed envelope per input.
 """
 
 from __future__ import annotations
@@ -273,3 +274,41 @@ def announcements(bootstrap: str, topic: str) -> list[dict]:
         return out
     finally:
         consumer.close()
+
+
+def test_the_compose_roles_from_the_image_decide_every_input_once(podman, cpu_image, kafka):
+    """docker/compose.yaml's topology from the image: a scorer (`sieve run --role score`, the
+    encoder and its heads) and a decider (`--role decide`, the only writer of the outputs, in
+    transactions) over the real slice and poison payloads: one committed envelope per input."""
+    names = Names(f"sieve-it-{uuid.uuid4().hex}", f"sieve-it-group-{uuid.uuid4().hex}")
+    poison = bad_payloads()
+    payloads = slice_lines() + [p for p, _ in poison]
+    create_topics(names, kafka.bootstrap)
+    ports = {"decide": free_port(), "score": free_port()}
+    t0 = time.monotonic()
+    with Container(podman, cpu_image, ["sieve", "run", "--role", "decide", "--no-progress"],
+                   sieve_env(names, kafka.bootstrap, ports["decide"], models=True),
+                   metrics_port=ports["decide"]) as decider, \
+            Container(podman, cpu_image, ["sieve", "run", "--role", "score", "--no-progress"],
+                      sieve_env(names, kafka.bootstrap, ports["score"], models=True) | {"OMP_NUM_THREADS": "1"},
+                      metrics_port=ports["score"]) as scorer:
+        decider.wait_ready()  # the owner of the scored partition
+        scorer.wait_ready()
+        produce(kafka.bootstrap, f"{names.base}.raw", payloads)
+        wait_for_outputs(kafka.bootstrap, names.outputs, len(payloads), timeout=RECV_TIMEOUT)
+        TIMINGS["roles_decided_s"] = time.monotonic() - t0
+        metrics = http(ports["decide"], "/metrics")[1]
+        codes = {"score": scorer.stop(), "decide": decider.stop()}
+        logs = scorer.logs() + decider.logs()
+    assert codes == {"score": 0, "decide": 0}, logs[-6000:]
+    outputs = read_outputs(kafka.bootstrap, names.outputs)
+    assert sorted(o.envelope["origin"]["offset"] for o in outputs) == list(range(len(payloads))), \
+        "an input has no envelope or more than one"
+    by_offset = {o.envelope["origin"]["offset"]: o.envelope for o in outputs}
+    for i, (_, reason) in enumerate(poison):
+        env = by_offset[len(payloads) - len(poison) + i]
+        assert env["decision"] == "dead_letter" and env["reasons"][0] == reason, env["reasons"]
+    accepted = [e for e in by_offset.values() if e["decision"] == "accepted"]
+    assert accepted and all("quality" in e["scores"] for e in accepted), "the scorer's model did not score"
+    assert samples(metrics, "sieve_role")['{role="decide"}'] == 1.0
+    assert samples(metrics, "sieve_decider_active")[""] == 1.0
