@@ -24,6 +24,8 @@ Roles (--role, or SIEVE_ROLE / role in the settings file; default all):
            to owns it (transactional id <group>-decide-<partition>) and is the only
            writer of the outputs, exactly once; the others are standbys (/readyz 503
            "standby") that take over, fencing the old owner, when it dies or freezes.
+  `all` and the split roles of one kafka.group_id write the same outputs: a process
+  refuses to start (exit 2) while the other topology has live members in its groups.
   Every consumer of the output topics must read read_committed. docs/streams.md
   ("Roles") has the topology, the failure modes and how to scale.
 
@@ -156,6 +158,7 @@ def _consume(args: argparse.Namespace, settings, state: dict) -> int:  # noqa: A
     from streams.assemble import build_pipeline
     from streams.metrics import SieveMetrics
     from streams.recovery import recover
+    from streams.roles.exclusive import refuse_mixed_topology
     from streams.roles.fencing import fence_previous
     from streams.roles.groups import role_kafka, transactional_id
     from streams.roles.scorer import scorer_start
@@ -166,6 +169,7 @@ def _consume(args: argparse.Namespace, settings, state: dict) -> int:  # noqa: A
     role = settings.role
     kafka = role_kafka(settings.kafka, role)
     created = ensure_topics(kafka, worker_topics(kafka, role))
+    refuse_mixed_topology(settings.kafka, role)  # an `all` beside scorers or deciders decides twice: exit 2
     pipeline = build_pipeline(settings.pipeline)
     metrics = SieveMetrics(REGISTRY, settings.metrics.source_allowlist)
     metrics.set_role(role)

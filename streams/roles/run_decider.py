@@ -64,12 +64,14 @@ def run_decider(settings: Settings, state: dict) -> int:
 
     from streams.metrics import SieveMetrics
     from streams.roles.decider import Decider
+    from streams.roles.exclusive import refuse_mixed_topology
     from streams.roles.groups import role_kafka
     from streams.topics import ensure_topics, worker_topics
 
     kafka = role_kafka(settings.kafka, "decide")
     created = ensure_topics(kafka, worker_topics(kafka, "decide"))
     check_one_scored_partition(kafka)
+    refuse_mixed_topology(settings.kafka, "decide")  # not beside an `all` of the same group_id: exit 2
     metrics = SieveMetrics(REGISTRY, settings.metrics.source_allowlist)
     metrics.set_role("decide")
     build = decide_pipeline_factory(settings)

@@ -366,3 +366,39 @@ def _count_or_zero(bootstrap: str, topics: list[str]) -> int:
         return output_count(bootstrap, topics)
     except Exception:  # noqa: BLE001 - kafka-python raises several kinds while the broker starts
         return 0
+
+
+# -- `all` beside the split roles of the same group_id: the newcomer refuses (exit 2) -------------------------
+
+
+def test_an_all_worker_and_the_split_roles_of_one_group_id_never_run_together(kafka, tmp_path):
+    """Different consumer groups, the same outputs: a decider (or a scorer) and an `all` of one
+    kafka.group_id would each decide every input, each with its own dedup state. Whichever
+    starts second refuses, exit 2, naming the live group; once the first stops it starts."""
+    names = Names(f"sieve-it-{uuid.uuid4().hex}", f"sieve-it-group-{uuid.uuid4().hex}")
+    create_topics(names, kafka.bootstrap, partitions=2)
+    decider = start(names, kafka, tmp_path, "decider", "decide", 2)
+    procs = [decider]
+    try:
+        wait_active([decider])
+        late_all = start(names, kafka, tmp_path, "late-all", "all", 2)
+        procs.append(late_all)
+        assert late_all.proc.wait(FENCED_EXIT_TIMEOUT) == 2, late_all.log()[-3000:]
+        assert f"'{names.group}-decide'" in late_all.log() and "refusing to start" in late_all.log()
+        assert decider.terminate() == 0, decider.log()[-3000:]
+
+        first_all = start(names, kafka, tmp_path, "first-all", "all", 2)  # the group is empty again: it starts
+        procs.append(first_all)
+        first_all.wait_ready()
+        late_scorer = start(names, kafka, tmp_path, "late-scorer", "score", 2)
+        procs.append(late_scorer)
+        assert late_scorer.proc.wait(FENCED_EXIT_TIMEOUT) == 2, late_scorer.log()[-3000:]
+        assert f"'{names.group}'" in late_scorer.log() and "Stop the `all` worker first" in late_scorer.log()
+        produce(kafka.bootstrap, f"{names.base}.raw", inputs(limit=20))
+        wait_for_outputs(kafka.bootstrap, names.outputs, len(inputs(limit=20)), first_all,
+                         timeout=ROLES_RECV_TIMEOUT)
+        assert first_all.proc.poll() is None, first_all.log()[-3000:]
+    finally:
+        for p in procs:
+            p.kill()
+    check_exactly_once(read_outputs(kafka.bootstrap, names.outputs), len(inputs(limit=20)), f"{names.base}.raw")
