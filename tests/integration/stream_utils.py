@@ -236,3 +236,28 @@ def create_topics(names: Names, bootstrap: str, partitions: int = 1) -> None:
     from streams.topics import ensure_topics
 
     ensure_topics(names.kafka(bootstrap, partitions))
+
+
+def file_mode_decisions(payloads: list[bytes], names: Names, out: Path, monkeypatch) -> dict[int, dict]:
+    """``sieve curate`` of the same payloads under the same settings as the workers (the names'
+    environment): payload index -> its file-mode envelope. File mode skips blank lines (a Kafka
+    message has no such thing), so an empty payload has no entry: compare it on its own."""
+    from quality.filemode import curate
+    from streams.assemble import build_pipeline
+    from streams.config import load_settings
+
+    lines = [i for i, p in enumerate(payloads) if p.strip()]
+    src = out / "input.jsonl"
+    src.write_bytes(b"".join(payloads[i] + b"\n" for i in lines))
+    for key, value in names.env("unused").items():
+        monkeypatch.setenv(key, value)
+    settings = load_settings()
+    assert settings.pipeline.max_message_bytes == MAX_MESSAGE_BYTES
+    curate(build_pipeline(settings.pipeline), [src], out / "out", batch_size=100)
+    decisions = {}
+    for name in ("accepted", "rejected", "dead_letter"):
+        for line in (out / "out" / f"{name}.jsonl").read_bytes().splitlines():
+            env = orjson.loads(line)
+            decisions[lines[env["origin"]["line"] - 1]] = env
+    assert len(decisions) == len(lines)
+    return decisions

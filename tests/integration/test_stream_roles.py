@@ -14,12 +14,9 @@ from collections import Counter
 
 import orjson
 import pytest
-from stream_utils import (MAX_MESSAGE_BYTES, Names, WorkerProcess, bad_payloads, create_topics, output_count, produce,
-                          read_outputs, slice_lines, wait_for_outputs)
+from stream_utils import (Names, WorkerProcess, bad_payloads, create_topics, file_mode_decisions, output_count,
+                          produce, read_outputs, slice_lines, wait_for_outputs)
 
-from quality.filemode import curate
-from streams.assemble import build_pipeline
-from streams.config import load_settings
 
 pytestmark = pytest.mark.integration
 
@@ -144,19 +141,7 @@ def test_one_scorer_and_a_decider_decide_as_file_mode(kafka, tmp_path, monkeypat
     assert 'sieve_role{role="decide"} 1.0' in metrics and "sieve_decider_active 1.0" in metrics
     assert "sieve_decider_takeovers_total 1.0" in metrics
 
-    lines = [i for i, p in enumerate(payloads) if p.strip()]
-    src = tmp_path / "input.jsonl"
-    src.write_bytes(b"".join(payloads[i] + b"\n" for i in lines))
-    for key, value in names.env("unused").items():
-        monkeypatch.setenv(key, value)
-    settings = load_settings()
-    assert settings.pipeline.max_message_bytes == MAX_MESSAGE_BYTES
-    curate(build_pipeline(settings.pipeline), [src], tmp_path / "out", batch_size=100)
-    file_decisions = {}
-    for name in ("accepted", "rejected", "dead_letter"):
-        for line in (tmp_path / "out" / f"{name}.jsonl").read_bytes().splitlines():
-            env = orjson.loads(line)
-            file_decisions[lines[env["origin"]["line"] - 1]] = env
+    file_decisions = file_mode_decisions(payloads, names, tmp_path, monkeypatch)
     stream = {o.envelope["origin"]["offset"]: o.envelope for o in outputs}
     assert len(stream) == len(payloads)
     assert sum(e["decision"] == "accepted" for e in stream.values()) > len(payloads) // 2

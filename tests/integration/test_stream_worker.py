@@ -7,13 +7,10 @@ from collections import Counter
 
 import orjson
 import pytest
-from stream_utils import (MAX_MESSAGE_BYTES, Names, WorkerProcess, bad_payloads, create_topics, produce,
-                          read_outputs, slice_lines, wait_for_outputs)
+from stream_utils import (MAX_MESSAGE_BYTES, Names, WorkerProcess, bad_payloads, create_topics, file_mode_decisions,
+                          produce, read_outputs, slice_lines, wait_for_outputs)
 
 from quality.envelope import DEAD_LETTER_RAW_BYTES
-from quality.filemode import curate
-from streams.assemble import build_pipeline
-from streams.config import load_settings
 
 pytestmark = pytest.mark.integration
 
@@ -106,23 +103,9 @@ def test_bad_inputs_get_the_expected_reasons(stream_run):
 
 def test_stream_and_file_mode_decide_alike(stream_run, tmp_path, monkeypatch):
     payloads = stream_run["payloads"]
-    # one payload per line; file mode skips blank lines (a Kafka message has no such thing), so the
-    # empty payload is compared on its own below
-    lines = [i for i, p in enumerate(payloads) if p.strip()]
-    src = tmp_path / "input.jsonl"
-    src.write_bytes(b"".join(payloads[i] + b"\n" for i in lines))
-    for key, value in stream_run["names"].env("unused").items():
-        monkeypatch.setenv(key, value)
-    settings = load_settings()
-    assert settings.pipeline.max_message_bytes == MAX_MESSAGE_BYTES
-    curate(build_pipeline(settings.pipeline), [src], tmp_path / "out", batch_size=100)
-    file_decisions = {}
-    for name in ("accepted", "rejected", "dead_letter"):
-        for line in (tmp_path / "out" / f"{name}.jsonl").read_bytes().splitlines():
-            env = orjson.loads(line)
-            file_decisions[lines[env["origin"]["line"] - 1]] = env
+    file_decisions = file_mode_decisions(payloads, stream_run["names"], tmp_path, monkeypatch)
     stream = by_offset(stream_run["outputs"])
-    assert len(file_decisions) == len(lines) and len(stream) == len(payloads)
+    assert len(stream) == len(payloads)
     for i, out in stream.items():
         if i not in file_decisions:
             assert out.envelope["reasons"] == ["invalid_json"] and payloads[i] == b""
