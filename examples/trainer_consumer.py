@@ -43,6 +43,8 @@ import json
 import os
 import signal
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -239,17 +241,23 @@ def follow(args: argparse.Namespace, on_batch: Callable[[dict[str, Any]], Any]) 
     consumer = KafkaConsumer(args.topic, bootstrap_servers=args.brokers.split(","), group_id=args.group,
                              auto_offset_reset="earliest", enable_auto_commit=False,
                              # Sieve writes its outputs in Kafka transactions: read only committed ones
-                             isolation_level="read_committed",
-                             consumer_timeout_ms=int(args.timeout * 1000) if args.timeout else float("inf"),
-                             **security)
+                             isolation_level="read_committed", **security)
     seen: set[str] = set()
+    idle_since = time.monotonic()
     try:
-        for record in consumer:
-            manifest = json.loads(record.value)
-            if manifest["batch_id"] not in seen:
-                on_batch(manifest)
-                seen.add(manifest["batch_id"])
-            consumer.commit()
+        while not STOP.is_set():  # polls, not a blocking iterator: a stop request is seen within a second
+            polled = consumer.poll(timeout_ms=500, max_records=1)
+            if not polled:
+                if args.timeout and time.monotonic() - idle_since >= args.timeout:
+                    break
+                continue
+            idle_since = time.monotonic()
+            for record in (r for records in polled.values() for r in records):
+                manifest = json.loads(record.value)
+                if manifest["batch_id"] not in seen:
+                    on_batch(manifest)
+                    seen.add(manifest["batch_id"])
+                consumer.commit()
             if args.max_batches and len(seen) >= args.max_batches:
                 break
     finally:
@@ -283,7 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Set by SIGTERM: the loop stops at its next poll even where the KeyboardInterrupt raised to
+#: cut a long load short lands in a finalizer, which ignores it (seen under load).
+STOP = threading.Event()
+
+
 def _stop(signum: int, frame: Any) -> None:
+    STOP.set()
     raise KeyboardInterrupt
 
 
@@ -302,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
         follow(args, lambda m: handle(m, args.root, args.cache_dir, revocations, loaded_batches))
     except KeyboardInterrupt:
         print("stopped; a batch being loaded was not committed and comes again on the next start", file=sys.stderr)
+    else:
+        if STOP.is_set():
+            print("stopped between batches", file=sys.stderr)
     print(f"handled {len(loaded_batches)} batches", file=sys.stderr)
     return 0
 
