@@ -219,6 +219,8 @@ def handle(manifest: dict[str, Any], root: Path | None = None, cache_dir: str | 
                   "keep it for evaluation")
     if loaded_batches is not None:
         loaded_batches[manifest["batch_id"]] = loaded
+    rows = sum(d.num_rows for ds in loaded.values() for d in ds.values())
+    print(f"batch {manifest['batch_id']}: loaded, {rows} rows")
     return loaded
 
 

@@ -143,7 +143,13 @@ def _ready(port: int) -> bool:
         return False
 
 
+#: Set by SIGTERM; the loop checks it too, since the KeyboardInterrupt raised for it can land
+#: in a finalizer, which ignores it (seen with examples/trainer_consumer.py under load).
+_SIGNALLED = threading.Event()
+
+
 def _interrupt(signum: int, frame: object) -> None:
+    _SIGNALLED.set()
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -205,6 +211,9 @@ def run(args: argparse.Namespace) -> int:
         reason, drawn, t_run, last_line = "done", 0, time.monotonic(), 0.0
         try:
             while True:
+                if _SIGNALLED.is_set():
+                    reason = "interrupted"
+                    break
                 if worker.poll() is not None:
                     reason = f"the worker exited with {worker.returncode} (see {args.out / 'worker.log'})"
                     break

@@ -63,7 +63,8 @@ def review_ready(log: str, _expected: int) -> bool:
 
 
 def trainer_ready(log: str, expected: int) -> bool:
-    return log.count("files verified") >= expected
+    # the last line of a batch's handling (after its revocations are applied), not its first
+    return len(re.findall(r"^batch \S+: loaded, \d+ rows$", log, re.M)) >= expected
 
 
 @dataclass(frozen=True)
