@@ -44,8 +44,8 @@ def live_members(kafka: KafkaSettings, groups: list[str]) -> dict[str, int]:
         described = admin.describe_groups(groups)
     finally:
         admin.close()
-    items = described.items() if isinstance(described, dict) else ((g.get("group_id"), g) for g in described)
-    return {str(g): len(d.get("members") or []) for g, d in items if d.get("members")}
+    # kafka-python 3.0 (pinned): {group id: its DescribeGroups entry}
+    return {str(g): len(d["members"]) for g, d in described.items() if d.get("members")}
 
 
 def refuse_mixed_topology(base: KafkaSettings, role: str) -> None:
